@@ -1,0 +1,26 @@
+# Set-up and checks. `make demo` and `make test` each build the virtual
+# environment first when needed. PIP_CONSTRAINT (not -c) so that the pins
+# also reach pip's isolated build environment (setuptools, wheel).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	PIP_CONSTRAINT=constraints.txt $(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/hardmine demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/core_scale.py --samples 10000000
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

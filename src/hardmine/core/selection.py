@@ -1,0 +1,255 @@
+"""Selecting hard samples: the noise guard, then a selector.
+
+Pure functions over arrays; :func:`select_hard` applies them to tracked views.
+
+Eligibility, in order
+---------------------
+1. The sample was observed (at least one aggregated observation) and belongs
+   to an eligible dataset (in fusion: the target only).
+2. Noise guard (on by default; ``guard.enabled: false`` turns it off and
+   selection is then exactly the selector's rule over observed samples):
+
+   * ``not_improving``: its own *raw* loss must have fallen by at least
+     ``min_improvement`` (relative) across the last ``window`` epochs: from the
+     oldest to the newest epoch in which it was seen within the last
+     ``window + 1`` epochs. A sample seen in fewer than two of those epochs
+     cannot be judged and is excluded as ``insufficient_history``.
+     Why raw: a mislabelled sample's loss stays flat while the rest falls;
+     a progress-corrected loss that stays flat only means "learning at the
+     average pace", and judging on it excluded genuinely hard samples.
+   * ``hard_streak``: a sample that was hard in each of the last
+     ``max_hard_streak`` plans is not eligible this time (it gets a rest; a
+     sample the model cannot learn should not hold 3x weight for ever).
+
+   Each rule's exclusions are counted separately (a sample can fail both).
+3. The selector, over eligible samples, ordered by aggregated loss
+   (descending) with ``sample_id`` (ascending) breaking ties:
+
+   * ``top_k``: the ``k`` highest.
+   * ``percentile``: the worst ``value`` fraction: exactly
+     ``ceil(value * n_eligible)`` samples (rank r, counted from the worst at 0,
+     is in the worst fraction when ``r < value * n_eligible``).
+   * ``threshold``: every sample with aggregated loss ``>= value``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from .errors import MINING_KEY, SettingError, check_range
+from .identity import sample_ids
+from .tracker import LossTracker
+
+SELECTOR_MODES = ("top_k", "percentile", "threshold")
+
+
+@dataclass(frozen=True)
+class SelectorSettings:
+    mode: str = "percentile"
+    k: int | None = None
+    value: float | None = 0.1
+
+    def __post_init__(self) -> None:
+        key = f"{MINING_KEY}.selector"
+        if self.mode not in SELECTOR_MODES:
+            raise SettingError(f"{key}.mode", self.mode, f"one of {list(SELECTOR_MODES)}")
+        if self.mode == "top_k":
+            check_range(f"{key}.k", self.k, low=1, integer=True)
+        elif self.mode == "percentile":
+            check_range(f"{key}.value", self.value, low=0.0, high=1.0, low_open=True)
+        else:
+            check_range(f"{key}.value", self.value)
+            if not math.isfinite(self.value):
+                raise SettingError(f"{key}.value", self.value, "a finite loss threshold")
+
+    def params(self) -> dict:
+        return {"k": self.k} if self.mode == "top_k" else {"value": self.value}
+
+
+@dataclass(frozen=True)
+class GuardSettings:
+    enabled: bool = True
+    min_improvement: float = 0.1
+    window: int = 2
+    max_hard_streak: int = 3
+
+    def __post_init__(self) -> None:
+        key = f"{MINING_KEY}.noise_guard"
+        if not isinstance(self.enabled, bool):
+            raise SettingError(f"{key}.enabled", self.enabled, "true or false")
+        check_range(f"{key}.min_improvement", self.min_improvement, low=0.0, high=1.0, high_open=True)
+        check_range(f"{key}.window", self.window, low=1, high=15, integer=True)
+        check_range(f"{key}.max_hard_streak", self.max_hard_streak, low=1, high=16, integer=True)
+
+
+# ----------------------------------------------------------------- selectors
+def rank_order(values: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Indices ordered by value descending, then sample id ascending."""
+    return np.lexsort((ids, -np.asarray(values, dtype=np.float64)))
+
+
+# Selectors return the chosen positions in ascending order: the plan is a set,
+# and ordering a million hard samples by loss costs more than selecting them.
+def select_top_k(values: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the ``k`` highest values; at the boundary lower sample ids win."""
+    values = np.asarray(values, dtype=np.float64)
+    n = values.size
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    if k == 0 or n == 0:
+        return np.empty(0, np.int64)
+    if k >= n:
+        return np.arange(n)
+    kth = np.partition(values, n - k)[n - k]  # the k-th largest value
+    above = np.flatnonzero(values > kth)
+    tied = np.flatnonzero(values == kth)
+    tied = tied[np.argsort(ids[tied], kind="stable")[: k - above.size]]
+    return np.sort(np.concatenate([above, tied]))
+
+
+def percentile_count(fraction: float, n: int) -> int:
+    """How many of ``n`` samples lie in the worst ``fraction``: ceil(fraction * n).
+
+    Rounded to 9 decimals first so that 0.1 * 30 counts 3, not 4.
+    """
+    return min(n, math.ceil(round(fraction * n, 9)))
+
+
+def select_percentile(values: np.ndarray, ids: np.ndarray, fraction: float) -> np.ndarray:
+    return select_top_k(values, ids, percentile_count(fraction, np.asarray(values).size))
+
+
+def select_threshold(values: np.ndarray, ids: np.ndarray, threshold: float) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64)
+    return np.flatnonzero(values >= threshold)
+
+
+def apply_selector(values: np.ndarray, ids: np.ndarray, settings: SelectorSettings) -> np.ndarray:
+    if settings.mode == "top_k":
+        return select_top_k(values, ids, settings.k)
+    if settings.mode == "percentile":
+        return select_percentile(values, ids, settings.value)
+    return select_threshold(values, ids, settings.value)
+
+
+# --------------------------------------------------------------- noise guard
+def raw_improvement(history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Relative fall of the raw loss across a (slots, n) history, oldest first.
+
+    Returns ``(improvement, judgeable)``: improvement = (oldest - newest) / oldest
+    between the oldest and newest finite entries; judgeable where there are at
+    least two finite entries. A zero oldest loss counts as no improvement.
+    """
+    history = np.asarray(history)
+    seen = np.isfinite(history)
+    n_seen = np.zeros(history.shape[1], np.uint8)
+    for row in seen:
+        n_seen += row
+    oldest = np.full(history.shape[1], np.nan, history.dtype)
+    newest = np.full(history.shape[1], np.nan, history.dtype)
+    for j in range(history.shape[0]):
+        np.copyto(newest, history[j], where=seen[j])
+        k = history.shape[0] - 1 - j
+        np.copyto(oldest, history[k], where=seen[k])
+    improvement = np.zeros(history.shape[1], np.float64)
+    np.divide(oldest.astype(np.float64) - newest, oldest, out=improvement, where=(n_seen >= 2) & (oldest > 0))
+    return improvement, n_seen >= 2
+
+
+def streak_reached(hard_bits: np.ndarray, max_hard_streak: int) -> np.ndarray:
+    """True where the sample was hard in each of the last ``max_hard_streak`` plans."""
+    mask = np.uint16((1 << max_hard_streak) - 1)
+    return (hard_bits & mask) == mask
+
+
+def guard_mask(history, hard_bits, guard: GuardSettings) -> tuple[np.ndarray, dict[str, int]]:
+    """Eligibility under the noise guard (for observed samples) and per-rule counts."""
+    history = np.asarray(history)
+    n = history.shape[1]
+    if not guard.enabled:
+        return np.ones(n, bool), {}
+    # The tracker may keep more history than the guard looks at.
+    improvement, judgeable = raw_improvement(history[-(guard.window + 1) :])
+    not_improving = judgeable & (improvement < guard.min_improvement)
+    streak = streak_reached(np.asarray(hard_bits), guard.max_hard_streak)
+    eligible = judgeable & ~not_improving & ~streak
+    counts = {
+        "insufficient_history": int(n - np.count_nonzero(judgeable)),
+        "not_improving": int(np.count_nonzero(not_improving)),
+        "hard_streak": int(np.count_nonzero(streak)),
+    }
+    return eligible, counts
+
+
+# ------------------------------------------------------------ whole selection
+@dataclass
+class Selection:
+    """The outcome of one selection over the eligible datasets."""
+
+    mode: str
+    params: dict
+    datasets: dict[str, np.ndarray] = field(default_factory=dict)  # name -> base_idx, ascending
+    losses: dict[str, np.ndarray] = field(default_factory=dict)  # name -> aggregated loss, aligned
+    observed: int = 0
+    eligible: int = 0
+    excluded: dict[str, int] = field(default_factory=dict)
+    all_losses: np.ndarray = field(default_factory=lambda: np.empty(0))  # every observed aggregate
+
+    @property
+    def num_hard(self) -> int:
+        return int(sum(v.size for v in self.datasets.values()))
+
+
+def select_hard(
+    tracker: LossTracker,
+    eligible_datasets: Sequence[str],
+    epoch: int,
+    selector: SelectorSettings,
+    guard: GuardSettings,
+) -> Selection:
+    """Apply the guard and the selector jointly over ``eligible_datasets``."""
+    if not eligible_datasets:
+        raise ValueError("select_hard needs at least one eligible dataset")
+    values, ids, owners, bases, all_losses = [], [], [], [], []
+    excluded: dict[str, int] = {}
+    observed = 0
+    for d, name in enumerate(eligible_datasets):
+        view = tracker.view(name, epoch)
+        seen_mask = view.count > 0
+        n_seen = int(np.count_nonzero(seen_mask))
+        observed += n_seen
+        if n_seen == seen_mask.size:  # no copies when every sample was observed
+            seen, history, bits, agg = slice(None), view.history, view.hard_bits, view.aggregate
+        else:
+            seen = np.flatnonzero(seen_mask)
+            history, bits, agg = view.history[:, seen], view.hard_bits[seen], view.aggregate[seen]
+        all_losses.append(agg)
+        ok, counts = guard_mask(history, bits, guard)
+        for rule, c in counts.items():
+            excluded[rule] = excluded.get(rule, 0) + c
+        keep = np.flatnonzero(ok) if isinstance(seen, slice) else seen[ok]
+        values.append(view.aggregate[keep])
+        ids.append(sample_ids(name, keep))
+        owners.append(np.full(keep.size, d, np.int64))
+        bases.append(keep)
+    values_all = np.concatenate(values) if len(values) > 1 else values[0]
+    ids_all = np.concatenate(ids) if len(ids) > 1 else ids[0]
+    chosen = apply_selector(values_all, ids_all, selector)
+    owner_all, base_all = np.concatenate(owners)[chosen], np.concatenate(bases)[chosen]
+    sel = Selection(
+        mode=selector.mode,
+        params=selector.params(),
+        observed=observed,
+        eligible=int(values_all.size),
+        excluded=excluded,
+        all_losses=np.concatenate(all_losses) if len(all_losses) > 1 else all_losses[0],
+    )
+    for d, name in enumerate(eligible_datasets):
+        mine = owner_all == d
+        sel.datasets[name] = base_all[mine]
+        sel.losses[name] = values_all[chosen][mine]
+    return sel

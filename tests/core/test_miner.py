@@ -1,0 +1,85 @@
+import numpy as np
+import pytest
+
+from hardmine.core import (
+    GuardSettings,
+    HardSampleMiner,
+    MiningSettings,
+    Pool,
+    SelectorSettings,
+    SettingError,
+    TriggerSettings,
+    build_epoch_schedule,
+    hard_vs_all,
+    sample_ids,
+)
+
+SETTINGS = MiningSettings(
+    trigger=TriggerSettings(start_epoch=2, plateau_delta=0.5),
+    selector=SelectorSettings(mode="top_k", k=10, value=None),
+    guard=GuardSettings(min_improvement=0.05),
+)
+
+
+def run(miner, epochs, *, start=0, seed=0):
+    """Fusion training simulated: target samples 0..19 are hard (3x loss)."""
+    pools = [Pool("target", 100), Pool("coco", 50, 0.5)]
+    reports = []
+    for epoch in range(start, start + epochs):
+        rng = np.random.default_rng([seed, epoch])
+        s = build_epoch_schedule(pools, miner.plan, seed=seed, epoch=epoch)
+        names = np.array(s.pool_names)[s.pool]
+        ids = np.where(names == "target", sample_ids("target", s.base_idx), sample_ids("coco", s.base_idx))
+        loss = np.where((names == "target") & (s.base_idx < 20), 3.0, 1.0) * 0.8**epoch
+        loss = loss * rng.lognormal(0, 0.02, loss.size)
+        for step, start_i in enumerate(range(0, len(s), 10)):
+            sl = slice(start_i, start_i + 10)
+            miner.observe(ids[sl], loss[sl], epoch=epoch, steps=epoch * 1000 + step)
+        reports.append(miner.end_epoch(epoch))
+    return reports
+
+
+def test_mines_the_hard_target_samples_once_the_trigger_fires():
+    miner = HardSampleMiner({"target": 100}, ["target"], SETTINGS)
+    reports = run(miner, 5)
+    assert [r.active for r in reports] == [False, False, True, True, True]
+    assert reports[1].plan is None and reports[2].plan.version == 1 and reports[4].plan.version == 3
+    plan = reports[2].plan
+    assert plan.epoch == 2 and set(plan.base_idx) == {"target"}
+    assert set(plan.base_idx["target"].tolist()) <= set(range(20)) and plan.num_hard == 10
+    stats = hard_vs_all(reports[2].selection)
+    assert stats["hard_mean"] > 1.8 * stats["all_mean"]  # 3x loss on 20% of the pool
+    # Only target samples were tracked; coco observations set the level only.
+    assert miner.tracker.stats["untracked"] > 0
+
+
+def test_resume_from_state_equals_uninterrupted():
+    straight = HardSampleMiner({"target": 100}, ["target"], SETTINGS)
+    a = run(straight, 6)
+    first = HardSampleMiner({"target": 100}, ["target"], SETTINGS)
+    run(first, 3)
+    resumed = HardSampleMiner({"target": 100}, ["target"], SETTINGS)
+    resumed.load_state_dict(first.state_dict())
+    b = run(resumed, 3, start=3)
+    for x, y in zip(a[3:], b):
+        assert x.plan.to_json_dict() == y.plan.to_json_dict()
+    with pytest.raises(ValueError, match="different settings"):
+        HardSampleMiner({"target": 100}, ["target"]).load_state_dict(first.state_dict())
+
+
+def test_eligible_must_be_tracked():
+    with pytest.raises(ValueError, match="subset"):
+        HardSampleMiner({"target": 3}, ["coco"])
+
+
+def test_settings_errors_name_the_key():
+    with pytest.raises(SettingError, match="custom.hard_sample_mining.hard_weight: got 0.5; expected a number >= 1.0"):
+        MiningSettings(hard_weight=0.5)
+    with pytest.raises(SettingError, match="aggregation.mode"):
+        MiningSettings(aggregation="max")
+
+
+def test_aggregation_starts_history_epochs_before_start_epoch():
+    s = MiningSettings(trigger=TriggerSettings(start_epoch=5), history_epochs=2)
+    assert s.tracker_settings().aggregate_from_epoch == 3
+    assert MiningSettings(trigger=TriggerSettings(start_epoch=1)).tracker_settings().aggregate_from_epoch == 0
