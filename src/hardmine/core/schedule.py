@@ -49,7 +49,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .identity import check_distinct_keys, dataset_key
+from .identity import BASE_IDX_BITS, MAX_BASE_IDX, check_distinct_keys, dataset_key
 from .plan import HardSamplePlan
 
 _STREAM_TARGET = 0
@@ -65,8 +65,8 @@ class Pool:
     ratio: float | None = None  # None: the target pool, covered once per epoch
 
     def __post_init__(self) -> None:
-        if isinstance(self.size, bool) or not isinstance(self.size, (int, np.integer)) or self.size < 0:
-            raise ValueError(f"pool {self.name!r}: size must be a non-negative integer, got {self.size!r}")
+        if isinstance(self.size, bool) or not isinstance(self.size, (int, np.integer)) or not 0 <= self.size <= MAX_BASE_IDX + 1:
+            raise ValueError(f"pool {self.name!r}: size must be an integer in [0, {MAX_BASE_IDX + 1}], got {self.size!r}")
         if self.ratio is not None and not (isinstance(self.ratio, (int, float)) and 0 <= self.ratio < math.inf):
             raise ValueError(f"pool {self.name!r}: ratio must be a finite number >= 0, got {self.ratio!r}")
 
@@ -96,6 +96,10 @@ class EpochSchedule:
         h.update(np.ascontiguousarray(self.pool, dtype="<i2").tobytes())
         h.update(np.ascontiguousarray(self.base_idx, dtype="<i8").tobytes())
         return h.hexdigest()
+
+
+def _pool_bits(index: int) -> np.int64:
+    return np.int64(index) << np.int64(BASE_IDX_BITS)
 
 
 def source_quota(ratio: float, target_size: int) -> int:
@@ -240,8 +244,9 @@ def build_epoch_schedule(
         counts = allocate_counts(
             target.size, hard, plan.hard_weight, target.size, _rng(seed, epoch, _STREAM_TARGET), rested
         )
-    parts_pool = [np.full(target.size, t_index, np.int16)]
-    parts_base = [np.repeat(np.arange(target.size, dtype=np.int64), counts)]
+    # (pool, base_idx) packed into one int64 so that the final shuffle moves
+    # one array instead of two (a random gather is the costly part).
+    parts = [np.repeat(np.arange(target.size, dtype=np.int64) | _pool_bits(t_index), counts)]
     sat_out = np.flatnonzero(counts == 0).astype(np.int64)
 
     for i, pool in enumerate(pools):
@@ -253,16 +258,14 @@ def build_epoch_schedule(
         # A stream per source, keyed by its name: adding a pool or a plan
         # leaves every other source's draws as they were.
         draws = _rng(seed, epoch, 2 + dataset_key(pool.name)).integers(0, max(pool.size, 1), quota, dtype=np.int64)
-        parts_pool.append(np.full(quota, i, np.int16))
-        parts_base.append(draws)
+        parts.append(draws | _pool_bits(i))
 
-    all_pool = np.concatenate(parts_pool)
-    all_base = np.concatenate(parts_base)
-    order = random_order(all_base.size, _rng(seed, epoch, _STREAM_SHUFFLE))
+    packed = np.concatenate(parts)
+    packed = packed[random_order(packed.size, _rng(seed, epoch, _STREAM_SHUFFLE))]
     return EpochSchedule(
         epoch=int(epoch),
         pool_names=names,
-        pool=all_pool[order],
-        base_idx=all_base[order],
+        pool=(packed >> np.int64(BASE_IDX_BITS)).astype(np.int16),
+        base_idx=np.bitwise_and(packed, np.int64(MAX_BASE_IDX), out=packed),
         sat_out=sat_out,
     )

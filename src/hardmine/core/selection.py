@@ -41,7 +41,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import MINING_KEY, SettingError, check_range
-from .identity import sample_ids
+from .identity import dataset_key
 from .tracker import LossTracker
 
 SELECTOR_MODES = ("top_k", "percentile", "threshold")
@@ -87,16 +87,14 @@ class GuardSettings:
 
 
 # ----------------------------------------------------------------- selectors
-def rank_order(values: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Indices ordered by value descending, then sample id ascending."""
-    return np.lexsort((ids, -np.asarray(values, dtype=np.float64)))
-
-
 # Selectors return the chosen positions in ascending order: the plan is a set,
 # and ordering a million hard samples by loss costs more than selecting them.
-def select_top_k(values: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
-    """Positions of the ``k`` highest values; at the boundary lower sample ids win."""
-    values = np.asarray(values, dtype=np.float64)
+def select_top_k(values: np.ndarray, ids: np.ndarray | None, k: int) -> np.ndarray:
+    """Positions of the ``k`` highest values; at the boundary lower sample ids win.
+
+    ``ids=None`` means the positions are already in sample-id order.
+    """
+    values = np.asarray(values)
     n = values.size
     if k < 0:
         raise ValueError(f"k must be >= 0, got {k}")
@@ -107,7 +105,7 @@ def select_top_k(values: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
     kth = np.partition(values, n - k)[n - k]  # the k-th largest value
     above = np.flatnonzero(values > kth)
     tied = np.flatnonzero(values == kth)
-    tied = tied[np.argsort(ids[tied], kind="stable")[: k - above.size]]
+    tied = tied[: k - above.size] if ids is None else tied[np.argsort(ids[tied], kind="stable")[: k - above.size]]
     return np.sort(np.concatenate([above, tied]))
 
 
@@ -119,16 +117,16 @@ def percentile_count(fraction: float, n: int) -> int:
     return min(n, math.ceil(round(fraction * n, 9)))
 
 
-def select_percentile(values: np.ndarray, ids: np.ndarray, fraction: float) -> np.ndarray:
+def select_percentile(values: np.ndarray, ids: np.ndarray | None, fraction: float) -> np.ndarray:
     return select_top_k(values, ids, percentile_count(fraction, np.asarray(values).size))
 
 
-def select_threshold(values: np.ndarray, ids: np.ndarray, threshold: float) -> np.ndarray:
-    values = np.asarray(values, dtype=np.float64)
+def select_threshold(values: np.ndarray, ids: np.ndarray | None, threshold: float) -> np.ndarray:
+    values = np.asarray(values)
     return np.flatnonzero(values >= threshold)
 
 
-def apply_selector(values: np.ndarray, ids: np.ndarray, settings: SelectorSettings) -> np.ndarray:
+def apply_selector(values: np.ndarray, ids: np.ndarray | None, settings: SelectorSettings) -> np.ndarray:
     if settings.mode == "top_k":
         return select_top_k(values, ids, settings.k)
     if settings.mode == "percentile":
@@ -197,11 +195,17 @@ class Selection:
     observed: int = 0
     eligible: int = 0
     excluded: dict[str, int] = field(default_factory=dict)
-    all_losses: np.ndarray = field(default_factory=lambda: np.empty(0))  # every observed aggregate
+    scale: float = 1.0
+    observed_corrected: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
 
     @property
     def num_hard(self) -> int:
         return int(sum(v.size for v in self.datasets.values()))
+
+    @property
+    def all_losses(self) -> np.ndarray:
+        """Aggregated loss (loss units) of every observed eligible sample."""
+        return self.observed_corrected * self.scale
 
 
 def select_hard(
@@ -211,45 +215,56 @@ def select_hard(
     selector: SelectorSettings,
     guard: GuardSettings,
 ) -> Selection:
-    """Apply the guard and the selector jointly over ``eligible_datasets``."""
+    """Apply the guard and the selector jointly over ``eligible_datasets``.
+
+    Candidates are laid out in sample-id order (datasets by key, then
+    base_idx), so a candidate's position breaks ties exactly as its sample id
+    would, and no id array is built.
+    """
     if not eligible_datasets:
         raise ValueError("select_hard needs at least one eligible dataset")
-    values, ids, owners, bases, all_losses = [], [], [], [], []
+    names = sorted(eligible_datasets, key=dataset_key)
+    values, bases, observed_corrected = [], [], []
     excluded: dict[str, int] = {}
     observed = 0
-    for d, name in enumerate(eligible_datasets):
+    scale = 1.0
+    for name in names:
         view = tracker.view(name, epoch)
+        scale = view.scale  # one tracker level: the same for every dataset
         seen_mask = view.count > 0
         n_seen = int(np.count_nonzero(seen_mask))
         observed += n_seen
         if n_seen == seen_mask.size:  # no copies when every sample was observed
-            seen, history, bits, agg = slice(None), view.history, view.hard_bits, view.aggregate
+            seen, history, bits, corrected = None, view.history, view.hard_bits, view.corrected
         else:
             seen = np.flatnonzero(seen_mask)
-            history, bits, agg = view.history[:, seen], view.hard_bits[seen], view.aggregate[seen]
-        all_losses.append(agg)
+            history, bits, corrected = view.history[:, seen], view.hard_bits[seen], view.corrected[seen]
+        observed_corrected.append(corrected)
         ok, counts = guard_mask(history, bits, guard)
         for rule, c in counts.items():
             excluded[rule] = excluded.get(rule, 0) + c
-        keep = np.flatnonzero(ok) if isinstance(seen, slice) else seen[ok]
-        values.append(view.aggregate[keep])
-        ids.append(sample_ids(name, keep))
-        owners.append(np.full(keep.size, d, np.int64))
-        bases.append(keep)
-    values_all = np.concatenate(values) if len(values) > 1 else values[0]
-    ids_all = np.concatenate(ids) if len(ids) > 1 else ids[0]
-    chosen = apply_selector(values_all, ids_all, selector)
-    owner_all, base_all = np.concatenate(owners)[chosen], np.concatenate(bases)[chosen]
+        keep = np.flatnonzero(ok)
+        values.append(corrected[keep])
+        bases.append(keep if seen is None else seen[keep])
+    values_all = values[0] if len(values) == 1 else np.concatenate(values)
+    if selector.mode == "threshold":
+        # Compare in loss units, as the user wrote the threshold.
+        chosen = np.flatnonzero(values_all.astype(np.float64) * scale >= selector.value)
+    else:
+        chosen = apply_selector(values_all, None, selector)
     sel = Selection(
         mode=selector.mode,
         params=selector.params(),
         observed=observed,
         eligible=int(values_all.size),
         excluded=excluded,
-        all_losses=np.concatenate(all_losses) if len(all_losses) > 1 else all_losses[0],
+        scale=scale,
+        observed_corrected=observed_corrected[0] if len(names) == 1 else np.concatenate(observed_corrected),
     )
-    for d, name in enumerate(eligible_datasets):
-        mine = owner_all == d
-        sel.datasets[name] = base_all[mine]
-        sel.losses[name] = values_all[chosen][mine]
+    offsets = np.cumsum([0] + [b.size for b in bases])
+    for d, name in enumerate(names):
+        lo, hi = np.searchsorted(chosen, offsets[d]), np.searchsorted(chosen, offsets[d + 1])
+        mine = chosen[lo:hi] - offsets[d]
+        sel.datasets[name] = bases[d][mine]
+        sel.losses[name] = values[d][mine].astype(np.float64) * scale
     return sel

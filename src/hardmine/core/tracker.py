@@ -97,10 +97,16 @@ class TrackedView:
 
     name: str
     count: np.ndarray
-    aggregate: np.ndarray  # in loss units at the current level, float64, NaN where unobserved
+    corrected: np.ndarray  # the aggregate of corrected observations, float32; 0 where unobserved
+    scale: float  # multiplies ``corrected`` into loss units (the current level, or 1)
     last: np.ndarray
     hard_bits: np.ndarray
     history: np.ndarray  # (slots, n) raw per-epoch losses, oldest epoch first, float16
+
+    @property
+    def aggregate(self) -> np.ndarray:
+        """Aggregated loss in loss units (float64), NaN where never observed."""
+        return np.where(self.count > 0, self.corrected * self.scale, np.nan)
 
 
 class LossTracker:
@@ -141,7 +147,7 @@ class LossTracker:
         self._pending_sum = 0.0
         self._pending_count = 0
         self.closed_epoch = -1
-        self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
         self._pending_size = 0
         self._pending_epoch: int | None = None
         self.stats = {
@@ -195,7 +201,10 @@ class LossTracker:
         if self._pending_epoch != epoch:
             self.flush()
             self._pending_epoch = epoch
-        self._pending.append((flat, loss, value.astype(np.float32, copy=False)))
+        pair = np.empty((flat.size, 2), np.float32)  # (raw, corrected) side by side
+        pair[:, 0] = loss
+        pair[:, 1] = value
+        self._pending.append((flat, pair))
         self._pending_size += flat.size
         if self._pending_size >= _FLUSH_AT:
             self.flush()
@@ -213,15 +222,17 @@ class LossTracker:
             return
         epoch = self._pending_epoch
         flat = np.concatenate([c[0] for c in self._pending])
-        loss = np.concatenate([c[1] for c in self._pending])
-        value = np.concatenate([c[2] for c in self._pending])
+        pair = np.concatenate([c[1] for c in self._pending])
         self._pending, self._pending_size = [], 0
-        first_step = np.isnan(value)
+        first_step = np.isnan(pair[:, 1])
         if first_step.any():
-            value[first_step] = loss[first_step] / max(self._first_step_mean(), _LEVEL_FLOOR)
+            pair[first_step, 1] = pair[first_step, 0] / max(self._first_step_mean(), _LEVEL_FLOOR)
         flat, order = _sort_stable(flat)
-        loss, value = loss[order], value[order]
+        # One 8-byte gather moves raw and corrected together (the gather, not
+        # the arithmetic, is what costs here).
+        pair = pair.view(np.int64).reshape(-1)[order].view(np.float32).reshape(-1, 2)
         del order
+        loss, value = pair[:, 0].copy(), pair[:, 1].copy()
         slot = self._history_slot(epoch)
         aggregate = epoch >= self.settings.aggregate_from_epoch
         # Repeats of one sample are folded in arrival order: each round takes
@@ -419,7 +430,7 @@ class LossTracker:
         """Arrays of dataset ``name`` as of the end of ``epoch``."""
         self.flush()
         lo, hi = self._range(name)
-        corrected = (self.ema if self.ema is not None else self.mean)[lo:hi].astype(np.float64)
+        corrected = (self.ema if self.ema is not None else self.mean)[lo:hi]
         level = self.current_level()
         scale = level if (self.settings.progress_correction and level is not None) else 1.0
         count = self.count[lo:hi]
@@ -431,7 +442,8 @@ class LossTracker:
         return TrackedView(
             name=name,
             count=count,
-            aggregate=np.where(count > 0, corrected * scale, np.nan),
+            corrected=corrected,
+            scale=float(scale),
             last=self.last[lo:hi],
             hard_bits=self.hard_bits[lo:hi],
             history=np.stack(rows),
