@@ -21,15 +21,13 @@ def test_safeguards_pick_more_hard_and_fewer_mislabelled_samples():
         assert _mean(ours, "hard_share") > _mean(naive, "hard_share")
 
 
-def test_cli_selfcheck_json_and_demo():
+def test_cli_selfcheck_json():
     out = subprocess.run(
         [sys.executable, "-m", "hardmine", "selfcheck", "--json", "--samples", "500"],
         capture_output=True, text=True, check=True,
     ).stdout
     data = json.loads(out)
     assert data["scenario"]["size"] == 500 and len(data["hardmine"]) == 10
-    demo = subprocess.run([sys.executable, "-m", "hardmine", "demo"], capture_output=True, text=True, check=True)
-    assert "self-check" in demo.stdout
 
 
 def test_cli_rejects_bad_arguments():

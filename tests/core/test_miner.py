@@ -73,7 +73,7 @@ def test_eligible_must_be_tracked():
 
 
 def test_settings_errors_name_the_key():
-    with pytest.raises(SettingError, match="custom.hard_sample_mining.hard_weight: got 0.5; expected a number >= 1.0"):
+    with pytest.raises(SettingError, match="custom.hard_sample_mining.hard_weight: got 0.5; expected a finite number >= 1.0"):
         MiningSettings(hard_weight=0.5)
     with pytest.raises(SettingError, match="aggregation.mode"):
         MiningSettings(aggregation="max")

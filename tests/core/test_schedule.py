@@ -91,6 +91,24 @@ def test_no_repeat_sit_out_survives_a_changing_plan():
         rested = s.sat_out
 
 
+@pytest.mark.parametrize("size, n_hard, weight", [(5, 2, 3.0), (8, 3, 3.0), (2, 1, 2.0), (12, 4, 3.0)])
+def test_no_repeat_sit_out_in_small_pools(size, n_hard, weight):
+    hard = np.arange(n_hard)
+    rested = None
+    for epoch in range(300):
+        s = build_epoch_schedule([Pool("t", size)], plan_for(hard, weight, name="t"), seed=4, epoch=epoch, rested=rested)
+        if rested is not None:
+            assert np.intersect1d(rested, s.sat_out).size == 0, epoch
+        rested = s.sat_out
+
+
+def test_bad_rested_and_negative_plan_indices_are_errors():
+    with pytest.raises(ValueError, match="rested base_idx"):
+        build_epoch_schedule([Pool("t", 4)], plan_for([0], name="t"), 0, 0, rested=np.array([7]))
+    with pytest.raises(ValueError, match="negative"):
+        plan_for([-1], name="t")
+
+
 @settings(max_examples=80, deadline=None)
 @given(
     size=st.integers(1, 300),

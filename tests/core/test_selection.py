@@ -55,6 +55,22 @@ def test_percentile_selects_the_worst_fraction():
     assert select_percentile(values[:0], ids[:0], 0.1).size == 0
 
 
+def test_threshold_counts_a_float32_loss_equal_to_it():
+    tracker = LossTracker({"t": 3}, TrackerSettings(progress_correction=False, aggregation="mean"))
+    tracker.update(sample_ids("t", [0, 1, 2]), [0.7, 0.3, 0.1], epoch=0, steps=0)
+    tracker.close_epoch(0)
+    sel = select_hard(tracker, ["t"], 0, SelectorSettings(mode="threshold", value=0.7), GuardSettings(enabled=False))
+    assert sel.datasets["t"].tolist() == [0]
+
+
+def test_select_hard_rejects_inconsistent_inputs():
+    tracker = LossTracker({"t": 3}, TrackerSettings(history_slots=2))
+    with pytest.raises(ValueError, match="distinct"):
+        select_hard(tracker, ["t", "t"], 0, SelectorSettings(), GuardSettings(enabled=False))
+    with pytest.raises(ValueError, match="history"):
+        select_hard(tracker, ["t"], 0, SelectorSettings(), GuardSettings(window=5))
+
+
 def test_threshold_is_inclusive():
     values = np.array([0.9, 1.0, 1.1, np.float32(1.0)])
     assert select_threshold(values, np.arange(4), 1.0).tolist() == [1, 2, 3]
@@ -152,6 +168,7 @@ def test_select_hard_over_several_eligible_datasets_breaks_ties_by_sample_id():
     tracker = LossTracker({"a": 2, "b": 2}, TrackerSettings(progress_correction=False))
     ids = np.concatenate([sample_ids("a", [0, 1]), sample_ids("b", [0, 1])])
     tracker.update(ids, [3.0, 1.0, 3.0, 1.0], epoch=0, steps=0)
+    tracker.close_epoch(0)
     sel = select_hard(tracker, ["a", "b"], 0, SelectorSettings("top_k", k=1, value=None), GuardSettings(enabled=False))
     winner = "a" if sample_ids("a", [0])[0] < sample_ids("b", [0])[0] else "b"
     assert {k: v.tolist() for k, v in sel.datasets.items()} == {winner: [0], ({"a", "b"} - {winner}).pop(): []}

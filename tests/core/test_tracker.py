@@ -92,6 +92,7 @@ def test_matches_reference_however_observations_are_batched(steps, aggregation, 
         tracker.update(
             sample_ids("t", [o[2] for o in call]), [o[3] for o in call], epoch=0, steps=[o[1] for o in call]
         )
+    tracker.close_epoch(0)
     count, agg, var, last = reference(stream, n, aggregation=aggregation, correction=correction)
     view = tracker.view("t", 0)
     assert view.count.tolist() == count
@@ -124,6 +125,23 @@ def test_ema_weights_recent_observations():
     assert tracker.view("t", 0).aggregate[0] == pytest.approx(1.375)
 
 
+def test_first_step_waits_for_its_own_mean_so_reads_do_not_change_results():
+    def run(read_midway):
+        tracker = LossTracker({"t": 4}, TrackerSettings(aggregation="mean"))
+        tracker.update(sample_ids("t", [0, 1]), [1.0, 3.0], epoch=0, steps=0)
+        if read_midway:
+            assert tracker.view("t", 0).count.tolist() == [0, 0, 0, 0]  # not folded yet
+            state = tracker.state_dict()
+            tracker = LossTracker({"t": 4}, TrackerSettings(aggregation="mean"))
+            tracker.load_state_dict(state)
+        tracker.update(sample_ids("t", [2, 3]), [5.0, 7.0], epoch=0, steps=0)
+        tracker.update(sample_ids("t", [0, 1, 2, 3]), [1.0] * 4, epoch=0, steps=1)
+        tracker.close_epoch(0)
+        return tracker.view("t", 0).aggregate
+
+    np.testing.assert_array_equal(run(False), run(True))
+
+
 def test_progress_correction_removes_the_early_in_epoch_bias():
     # Every sample has the same difficulty; the loss level halves during the
     # epoch. Uncorrected, samples seen first look twice as hard.
@@ -147,6 +165,7 @@ def test_progress_correction_removes_the_early_in_epoch_bias():
 def test_nonfinite_losses_are_counted_and_ignored():
     tracker = LossTracker({"t": 3}, TrackerSettings(progress_correction=False))
     tracker.update(sample_ids("t", [0, 1, 2, 0]), [1.0, np.nan, np.inf, -np.inf], epoch=0, steps=0)
+    tracker.close_epoch(0)
     view = tracker.view("t", 0)
     assert tracker.stats["nonfinite"] == 3
     assert view.count.tolist() == [1, 0, 0]
@@ -184,6 +203,7 @@ def test_several_datasets_share_flat_arrays():
     tracker = LossTracker({"a": 3, "b": 2}, TrackerSettings(progress_correction=False))
     ids = np.concatenate([sample_ids("b", [1]), sample_ids("a", [2])])
     tracker.update(ids, [7.0, 9.0], epoch=0, steps=0)
+    tracker.close_epoch(0)
     assert tracker.view("a", 0).aggregate[2] == 9.0
     assert tracker.view("b", 0).aggregate[1] == 7.0
     assert tracker.view("a", 0).count.tolist() == [0, 0, 1]

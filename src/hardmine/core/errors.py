@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
+
+import numpy as np
 
 #: Where the mining settings live in a hardmine YAML config.
 MINING_KEY = "custom.hard_sample_mining"
@@ -29,10 +32,10 @@ def check_range(
     integer: bool = False,
 ) -> None:
     """Raise :class:`SettingError` unless ``value`` lies in the given interval."""
-    kind = "an integer" if integer else "a number"
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
-        raise SettingError(key, value, f"{kind}{_interval(low, high, low_open, high_open)}")
-    if value != value:  # NaN
+    kind = "an integer" if integer else "a finite number"
+    integral = isinstance(value, (int, np.integer))
+    numeric = integral or isinstance(value, (float, np.floating))
+    if isinstance(value, (bool, np.bool_)) or not numeric or (integer and not integral) or not math.isfinite(value):
         raise SettingError(key, value, f"{kind}{_interval(low, high, low_open, high_open)}")
     too_low = low is not None and (value <= low if low_open else value < low)
     too_high = high is not None and (value >= high if high_open else value > high)

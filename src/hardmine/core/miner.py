@@ -36,7 +36,9 @@ class MiningSettings:
     ema_decay: float = 0.5
     progress_correction: bool = True
     level_decay: float = 0.9
-    history_epochs: int = 2  # aggregate from start_epoch - history_epochs on
+    # Aggregate from epoch start_epoch - history_epochs on: epoch-0 losses
+    # mostly measure how young the model was.
+    history_epochs: int = 1
     hard_weight: float = 3.0
 
     def __post_init__(self) -> None:
@@ -64,9 +66,10 @@ class EpochReport:
     monitored: float | None
     plan: HardSamplePlan | None
     selection: Selection | None
+    stats: dict[str, int] = field(default_factory=dict)  # the tracker's counters so far
 
     def summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"epoch": self.epoch, "active": self.active, "monitored": self.monitored}
+        out: dict[str, Any] = {"epoch": self.epoch, "active": self.active, "monitored": self.monitored, **self.stats}
         if self.selection is not None:
             sel = self.selection
             out.update(num_hard=sel.num_hard, observed=sel.observed, eligible=sel.eligible, excluded=dict(sel.excluded))
@@ -82,7 +85,7 @@ class HardSampleMiner:
     ):
         self.settings = settings or MiningSettings()
         missing = [n for n in eligible if n not in datasets]
-        if missing or not eligible:
+        if missing or not eligible or len(set(eligible)) != len(eligible):
             raise ValueError(f"eligible datasets {list(eligible)} must be a non-empty subset of {list(datasets)}")
         self.eligible = tuple(eligible)
         self.tracker = LossTracker(datasets, self.settings.tracker_settings())
@@ -111,7 +114,14 @@ class HardSampleMiner:
                 losses=dict(selection.losses),
             )
         self.tracker.close_epoch(epoch, hard=selection.datasets if selection is not None else None)
-        return EpochReport(epoch=epoch, active=active, monitored=monitored, plan=self.plan if active else None, selection=selection)
+        return EpochReport(
+            epoch=epoch,
+            active=active,
+            monitored=monitored,
+            plan=self.plan if active else None,
+            selection=selection,
+            stats=dict(self.tracker.stats),
+        )
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -25,6 +25,7 @@ plan is empty.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -53,10 +54,12 @@ class HardSamplePlan:
     losses: dict[str, np.ndarray] = field(default_factory=dict)  # name -> aggregated loss, aligned
 
     def __post_init__(self) -> None:
-        if not self.hard_weight >= 1.0:
-            raise ValueError(f"hard_weight must be >= 1, got {self.hard_weight}")
+        if not (math.isfinite(self.hard_weight) and self.hard_weight >= 1.0):
+            raise ValueError(f"hard_weight must be a finite number >= 1, got {self.hard_weight}")
         for name, base in self.base_idx.items():
             base = np.asarray(base, dtype=np.int64)
+            if base.size and base.min() < 0:
+                raise ValueError(f"plan lists a negative base_idx ({int(base.min())}) for dataset {name!r}")
             if base.size != np.unique(base).size:
                 raise ValueError(f"plan lists a sample of dataset {name!r} more than once")
             self.base_idx[name] = base
@@ -105,6 +108,10 @@ class HardSamplePlan:
         path = directory / dump_filename(self.epoch)
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
         try:
+            # mkstemp creates 0600; give the dump the permissions of any new file.
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(self.to_json_dict(), f, indent=1)
                 f.write("\n")

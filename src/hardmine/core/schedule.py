@@ -67,7 +67,8 @@ class Pool:
     def __post_init__(self) -> None:
         if isinstance(self.size, bool) or not isinstance(self.size, (int, np.integer)) or not 0 <= self.size <= MAX_BASE_IDX + 1:
             raise ValueError(f"pool {self.name!r}: size must be an integer in [0, {MAX_BASE_IDX + 1}], got {self.size!r}")
-        if self.ratio is not None and not (isinstance(self.ratio, (int, float)) and 0 <= self.ratio < math.inf):
+        numeric = isinstance(self.ratio, (int, float, np.integer, np.floating)) and not isinstance(self.ratio, (bool, np.bool_))
+        if self.ratio is not None and not (numeric and 0 <= self.ratio < math.inf):
             raise ValueError(f"pool {self.name!r}: ratio must be a finite number >= 0, got {self.ratio!r}")
 
 
@@ -154,11 +155,28 @@ def allocate_counts(
     mass = members * frac
     if mass.sum() <= 0:  # every fractional part was float noise: share by class size
         mass = members.astype(np.float64)
-    share = _systematic_round(mass * (remaining / mass.sum()), remaining, rng)
+    expected_share = mass * (remaining / mass.sum())
+    share = _systematic_round(expected_share, remaining, rng)
     rested_mask = None
     if rested is not None and np.asarray(rested).size:
+        rested = np.asarray(rested, dtype=np.int64)
+        if rested.min() < 0 or rested.max() >= size:
+            raise ValueError(f"rested base_idx must lie in [0, {size}), got [{int(rested.min())}, {int(rested.max())}]")
         rested_mask = np.zeros(size, bool)
-        rested_mask[np.asarray(rested, dtype=np.int64)] = True
+        rested_mask[rested] = True
+        # In a small pool the rounding can give a class fewer slots than it
+        # has rested samples; move a slot over when the other class can spare
+        # one and both stay within floor/ceil of their expected share.
+        needs = np.array([np.count_nonzero(rested_mask & (klass == k) & (frac[k] > 0)) for k in (0, 1)])
+        for k, other in ((0, 1), (1, 0)):
+            move = min(
+                needs[k] - share[k],
+                int(np.ceil(expected_share[k] - 1e-9)) - share[k],
+                share[other] - int(np.floor(expected_share[other] + 1e-9)),
+            )
+            if move > 0:
+                share[k] += move
+                share[other] -= move
     for k in (0, 1):
         if share[k] == 0:
             continue

@@ -223,6 +223,13 @@ def select_hard(
     """
     if not eligible_datasets:
         raise ValueError("select_hard needs at least one eligible dataset")
+    if len(set(eligible_datasets)) != len(eligible_datasets):
+        raise ValueError(f"eligible datasets must be distinct, got {list(eligible_datasets)}")
+    if guard.enabled and tracker.settings.history_slots < guard.window + 1:
+        raise ValueError(
+            f"the guard looks back {guard.window} epochs, but the tracker keeps only "
+            f"{tracker.settings.history_slots} epochs of history (needs window + 1)"
+        )
     names = sorted(eligible_datasets, key=dataset_key)
     values, bases, observed_corrected = [], [], []
     excluded: dict[str, int] = {}
@@ -248,8 +255,9 @@ def select_hard(
         bases.append(keep if seen is None else seen[keep])
     values_all = values[0] if len(values) == 1 else np.concatenate(values)
     if selector.mode == "threshold":
-        # Compare in loss units, as the user wrote the threshold.
-        chosen = np.flatnonzero(values_all.astype(np.float64) * scale >= selector.value)
+        # In the stored precision: a loss recorded as exactly the threshold
+        # (float32) must count as reaching it.
+        chosen = np.flatnonzero(values_all >= np.float32(selector.value / scale))
     else:
         chosen = apply_selector(values_all, None, selector)
     sel = Selection(

@@ -218,7 +218,9 @@ class LossTracker:
         observation than folding each 1,024-sample batch as it comes).
         Every read (views, selection, state, epoch close) flushes first.
         """
-        if not self._pending:
+        if not self._pending or self.first_level is None:
+            # While the very first step is in progress its observations have
+            # no level yet; they wait (and travel in state_dict) until it ends.
             return
         epoch = self._pending_epoch
         flat = np.concatenate([c[0] for c in self._pending])
@@ -268,6 +270,10 @@ class LossTracker:
         In-place arithmetic: at 10M samples the temporaries, not the
         arithmetic, dominate the cost of a fold.
         """
+        with np.errstate(over="ignore", invalid="ignore"):  # absurd losses saturate to inf, no warning
+            self._aggregate_unchecked(idx, x)
+
+    def _aggregate_unchecked(self, idx: np.ndarray, x: np.ndarray) -> None:
         count = self.count[idx]
         count += np.uint32(1)
         mean = self.mean[idx]
@@ -405,6 +411,8 @@ class LossTracker:
 
     def close_epoch(self, epoch: int, hard: Mapping[str, np.ndarray] | None = None) -> None:
         """End ``epoch``: record which samples the new plan made hard."""
+        self._complete_pending_step()  # no step spans two epochs
+        self._pending_key = None
         self.flush()
         epoch = int(epoch)
         if epoch <= self.closed_epoch:
@@ -480,6 +488,9 @@ class LossTracker:
             "hard_bits": self.hard_bits.copy(),
             "history": self.history.copy(),
             "history_epochs": self.history_epochs.copy(),
+            "pending_flat": np.concatenate([c[0] for c in self._pending]) if self._pending else np.empty(0, np.int64),
+            "pending_pair": np.concatenate([c[1] for c in self._pending]) if self._pending else np.empty((0, 2), np.float32),
+            "pending_epoch": self._pending_epoch,
             "level": self.level,
             "first_level": self.first_level,
             "pending_key": None if self._pending_key is None else list(self._pending_key),
@@ -501,7 +512,11 @@ class LossTracker:
             )
         if dict(state["settings"]) != asdict(self.settings):
             raise ValueError(f"tracker state was made with settings {dict(state['settings'])}, not {asdict(self.settings)}")
-        self._pending, self._pending_size, self._pending_epoch = [], 0, None
+        flat = np.asarray(state["pending_flat"], dtype=np.int64)
+        pair = np.asarray(state["pending_pair"], dtype=np.float32).reshape(-1, 2)
+        self._pending = [(flat, pair)] if flat.size else []
+        self._pending_size = int(flat.size)
+        self._pending_epoch = state["pending_epoch"]
         for name in ("count", "mean", "m2", "last", "hard_bits", "history", "history_epochs"):
             current = getattr(self, name)
             loaded = np.asarray(state[name], dtype=current.dtype)
