@@ -10,7 +10,12 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
+	# torch first, exactly pinned: on CPU machines this takes the CPU build
+	# from local disk instead of a multi-GB CUDA download.
+	PIP_CONSTRAINT=constraints.txt $(BIN)/python -m pip install --quiet torch==2.13.0
 	PIP_CONSTRAINT=constraints.txt $(BIN)/python -m pip install --quiet -e ".[test]"
+	# DeepSpeed's setup imports torch, so it builds against the torch installed above.
+	PIP_CONSTRAINT=constraints.txt $(BIN)/python -m pip install --quiet --no-build-isolation deepspeed==0.19.8
 	touch $(STAMP)
 
 demo: $(STAMP)

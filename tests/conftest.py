@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
 
 TIERS = ("unit", "integration", "distributed", "gpu")
+
+
+def pytest_configure(config):
+    # Built-in models are built into a cache; tests use their own (inherited by
+    # the torchrun subprocesses) unless HARDMINE_CACHE points somewhere already.
+    os.environ.setdefault("HARDMINE_CACHE", tempfile.mkdtemp(prefix="hardmine-test-cache-"))
 
 
 def pytest_collection_modifyitems(config, items):

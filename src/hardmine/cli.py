@@ -1,7 +1,8 @@
-"""The ``hardmine`` command.
+"""The ``hardmine`` command: ``train``, ``validate``, ``demo``, ``make-data``, ``selfcheck``.
 
-Subcommands import what they need when they run, so ``hardmine --help`` and
-the engine's self-check start fast and never load torch.
+Subcommands import what they need when they run, so ``hardmine --help``,
+``validate`` of a bad config and the engine's self-check start fast and load
+no model.
 """
 
 from __future__ import annotations
@@ -9,46 +10,125 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from . import __version__
+
+
+def _load(args: argparse.Namespace):
+    from .config import load_config
+    from .train.entry import CHECKS
+
+    return load_config(args.config, args.overrides, checks=CHECKS)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from .config import dump_config
+
+    print(dump_config(_load(args)), end="")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .train.entry import run_training
+
+    cfg = _load(args)
+    result = run_training(cfg, resume_from_checkpoint=args.resume)
+    print(f"hardmine: model saved to {result.final_dir}")
+    if result.metrics:
+        print(json.dumps(result.metrics, indent=1))
+    return 0
+
+
+def _make_data(args: argparse.Namespace) -> int:
+    from .data.synth import make_dataset
+
+    fusion = make_dataset(
+        Path(args.output_dir),
+        seed=args.seed,
+        target_size=args.target_size,
+        source_sizes={"shapes_a": args.source_size, "shapes_b": args.source_size},
+        val_size=args.val_size,
+    )
+    print(f"hardmine: wrote the corpus; fusion config: {fusion}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(Path(args.output_dir), fast=args.fast)
 
 
 def _selfcheck(args: argparse.Namespace) -> int:
     from .selfcheck import Scenario, format_selfcheck, run_selfcheck
 
+    for key in ("samples", "epochs"):
+        if getattr(args, key) < 1:
+            print(f"hardmine selfcheck: --{key} must be >= 1, got {getattr(args, key)}", file=sys.stderr)
+            return 2
     result = run_selfcheck(Scenario(size=args.samples, epochs=args.epochs, seed=args.seed))
     print(json.dumps(result) if args.json else format_selfcheck(result))
     return 0
-
-
-def _demo(args: argparse.Namespace) -> int:
-    # The training demo (tiny VL model on synthetic dense captions) is built on
-    # the training entry point; until it lands, the demo shows the engine.
-    print("hardmine demo: the training demo is not built yet; running the engine self-check.\n")
-    return _selfcheck(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hardmine", description="Hard-sample mining for fine-tuning.")
     parser.add_argument("--version", action="version", version=f"hardmine {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+
     for name, func, help_text in (
-        ("selfcheck", _selfcheck, "mine simulated losses with and without hardmine's safeguards"),
-        ("demo", _demo, "the end-to-end demo (for now: the engine self-check)"),
+        ("train", _train, "train from a YAML config"),
+        ("validate", _validate, "print the resolved config, or every problem in it"),
     ):
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--samples", type=int, default=2000, help="simulated pool size (default 2000)")
-        p.add_argument("--epochs", type=int, default=10, help="simulated epochs (default 10)")
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+        p.add_argument("--config", required=True, help="the YAML config")
+        p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="override config values")
+        if name == "train":
+            p.add_argument("--resume", default=None, help="a checkpoint directory to resume from")
         p.set_defaults(func=func)
+
+    p = sub.add_parser("demo", help="generate a synthetic corpus and train the tiny VL model on it")
+    p.add_argument("--output-dir", default="runs/demo", help="where data, logs and checkpoints go (default runs/demo)")
+    p.add_argument("--fast", action="store_true", help="a smaller corpus and fewer epochs (used by the tests)")
+    p.set_defaults(func=_demo)
+
+    p = sub.add_parser("make-data", help="write the synthetic dense-caption corpus (target + two sources)")
+    p.add_argument("--output-dir", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--target-size", type=int, default=600)
+    p.add_argument("--source-size", type=int, default=300)
+    p.add_argument("--val-size", type=int, default=60)
+    p.set_defaults(func=_make_data)
+
+    p = sub.add_parser("selfcheck", help="mine simulated losses with and without hardmine's safeguards")
+    p.add_argument("--samples", type=int, default=2000, help="simulated pool size (default 2000)")
+    p.add_argument("--epochs", type=int, default=10, help="simulated epochs (default 10)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.set_defaults(func=_selfcheck)
     return parser
+
+
+def _console_logging() -> None:
+    """hardmine's one-line summaries (mining per epoch) go to the console."""
+    import logging
+
+    logger = logging.getLogger("hardmine")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    for key in ("samples", "epochs"):
-        if getattr(args, key, 1) < 1:
-            print(f"hardmine {args.command}: --{key} must be >= 1, got {getattr(args, key)}", file=sys.stderr)
-            return 2
-    return args.func(args)
+    from .config import ConfigError
+
+    _console_logging()
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"hardmine {args.command}: {e}", file=sys.stderr)
+        return 2

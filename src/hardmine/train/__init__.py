@@ -1,0 +1,1 @@
+"""Training: per-sample loss, sampler, Trainer glue and distributed helpers."""

@@ -1,0 +1,172 @@
+"""Per-sample masked cross-entropy from the training forward's own logits.
+
+The values are computed exactly as transformers' causal-LM loss computes the batch
+loss (the logits at position t are scored against the label at t + 1, labels of
+-100 ignored, float32 arithmetic), but summed per sample instead of over the batch,
+so that ``per_sample_sum.sum() / per_sample_count.sum()`` is the model's own loss
+and the per-sample values can be both logged for mining and used as the training
+loss (they are differentiable).
+
+Memory: only supervised positions are scored, ``chunk_size`` of them at a time, each
+chunk upcast to float32 on its own, so no float32 copy of the full
+``(batch, length, vocab)`` logits is ever made. With ``checkpoint=True`` a chunk's
+float32 log-probabilities are not kept for the backward pass either (they are
+recomputed there, one chunk at a time), so the float32 part of what the loss adds
+to peak memory is one chunk, ``chunk_size * vocab * 4`` bytes (256 x 151,936 x 4
+~ 150 MiB for Qwen's vocabulary). When the logits require grad, the scored rows
+are gathered once in the logits' own dtype (supervised tokens x vocab), so that
+the backward scatters one gradient into the logits rather than one per chunk.
+
+Samples are told apart by a per-token ``sample_index`` (the collators put it in the
+batch; -1 marks padding). In a packed row the shift never crosses a sample
+boundary: a position whose next token belongs to another sample is not scored.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint as _checkpoint
+
+#: Label of a token the loss ignores.
+IGNORE_INDEX = -100
+#: Supervised positions scored per float32 chunk.
+DEFAULT_CHUNK_SIZE = 256
+
+
+def per_sample_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    sample_index: torch.Tensor,
+    num_samples: int,
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    checkpoint: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(loss_sum, token_count)``, each of shape ``(num_samples,)``.
+
+    ``logits`` ``(B, T, V)`` from the forward (any float dtype), ``labels`` ``(B, T)``
+    as given to the model (not shifted), ``sample_index`` ``(B, T)``: the sample of
+    each token in ``[0, num_samples)``, or -1 for padding. ``loss_sum`` (float32) is
+    each sample's summed cross-entropy over its scored tokens, ``token_count``
+    (int64) how many tokens were scored; the mean is ``loss_sum / token_count``
+    (NaN-free only where ``token_count > 0``).
+    """
+    _check_inputs(logits, labels, sample_index, num_samples, chunk_size)
+    device = logits.device
+    labels, sample_index = labels.to(device), sample_index.to(device)
+    loss_sum = torch.zeros(num_samples, dtype=torch.float32, device=device)
+    if logits.shape[1] < 2:
+        return loss_sum, torch.zeros(num_samples, dtype=torch.int64, device=device)
+
+    # Position t predicts the label at t + 1, and only inside its own sample.
+    target = labels[:, 1:]
+    source_sample = sample_index[:, :-1]
+    target_sample = sample_index[:, 1:]
+    scored = (target != IGNORE_INDEX) & (source_sample == target_sample) & (target_sample >= 0)
+    rows, cols = scored.nonzero(as_tuple=True)
+    targets = target[rows, cols].long()
+    samples = target_sample[rows, cols].long()
+    if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= logits.shape[-1]):
+        raise ValueError(
+            f"labels: scored label ids span [{int(targets.min())}, {int(targets.max())}]; "
+            f"expected ids in [0, {logits.shape[-1]}) or {IGNORE_INDEX}"
+        )
+
+    needs_grad = logits.requires_grad and torch.is_grad_enabled()
+    pieces = []
+    chunks = _scored_chunks(logits, rows, cols, chunk_size, needs_grad)
+    for scores, chunk_targets in zip(chunks, targets.split(chunk_size)):
+        if checkpoint and needs_grad:
+            pieces.append(_checkpoint(_token_losses, scores, chunk_targets, use_reentrant=False))
+        else:
+            pieces.append(_token_losses(scores, chunk_targets))
+    if pieces:
+        loss_sum = loss_sum.index_add(0, samples, torch.cat(pieces))
+    token_count = torch.bincount(samples, minlength=num_samples)
+    return loss_sum, token_count
+
+
+def _scored_chunks(logits, rows, cols, chunk_size, needs_grad):
+    """The logits rows of the scored positions, ``chunk_size`` at a time, in the logits' dtype."""
+    if needs_grad:
+        # One gather, then views: autograd scatters the gradient back into the
+        # logits once, where gathering chunk by chunk would build (and add up) a
+        # full-size gradient per chunk. Costs one copy of the scored rows.
+        return logits[rows, cols].split(chunk_size)
+    # Without autograd, gather chunk by chunk: no copy of all scored rows at once.
+    return (logits[rows[i : i + chunk_size], cols[i : i + chunk_size]] for i in range(0, rows.numel(), chunk_size))
+
+
+def _token_losses(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    # The float32 copy is one chunk x vocab, never batch x length x vocab; float32
+    # as in transformers' own loss.
+    return F.cross_entropy(scores.float(), targets, reduction="none")
+
+
+def _check_inputs(logits, labels, sample_index, num_samples, chunk_size) -> None:
+    if logits.ndim != 3:
+        raise ValueError(f"logits: got shape {tuple(logits.shape)}; expected (batch, length, vocab)")
+    if tuple(labels.shape) != tuple(logits.shape[:2]):
+        raise ValueError(f"labels: got shape {tuple(labels.shape)}; expected {tuple(logits.shape[:2])} (logits' first two)")
+    if tuple(sample_index.shape) != tuple(labels.shape):
+        raise ValueError(f"sample_index: got shape {tuple(sample_index.shape)}; expected {tuple(labels.shape)} (labels')")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples: got {num_samples!r}; expected an integer >= 1")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size: got {chunk_size!r}; expected an integer >= 1")
+    if sample_index.numel():
+        low, high = int(sample_index.min()), int(sample_index.max())
+        if low < -1 or high >= num_samples:
+            raise ValueError(
+                f"sample_index: values span [{low}, {high}]; expected -1 (padding) or [0, {num_samples})"
+            )
+
+
+def sample_index_for_padded(batch_size: int, seq_len: int, *, device: torch.device | str | None = None) -> torch.Tensor:
+    """``(batch_size, seq_len)``: row b is all b (padding is excluded by its -100 labels)."""
+    for name, value in (("batch_size", batch_size), ("seq_len", seq_len)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}: got {value!r}; expected an integer >= 1")
+    return torch.arange(batch_size, device=device)[:, None].expand(batch_size, seq_len).contiguous()
+
+
+def sample_index_for_packed(
+    position_ids: torch.Tensor | None = None, *, segment_ids: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Per-token sample index ``(B, T)`` of packed rows, numbered across all rows.
+
+    From ``position_ids`` ``(B, T)`` or a VL model's ``(4, B, T)`` (row 0, the text
+    positions, is used), which restart at 0 with every sample: a sample starts
+    wherever the position is 0. Or from ``segment_ids`` ``(B, T)`` numbering the
+    samples of each row from 0 (non-decreasing). Samples of row b follow those of
+    row b - 1.
+    """
+    if (position_ids is None) == (segment_ids is None):
+        raise ValueError("sample_index_for_packed: expected exactly one of position_ids and segment_ids")
+    if position_ids is not None:
+        pos = position_ids
+        if pos.ndim == 3:
+            if pos.shape[0] != 4:
+                raise ValueError(
+                    f"position_ids: got shape {tuple(pos.shape)}; expected (B, T) or (4, B, T) with text "
+                    "positions in row 0 (3D rope rows alone do not mark where samples start)"
+                )
+            pos = pos[0]
+        if pos.ndim != 2 or pos.shape[1] == 0:
+            raise ValueError(f"position_ids: got shape {tuple(position_ids.shape)}; expected (B, T) or (4, B, T)")
+        if bool((pos[:, 0] != 0).any()):
+            raise ValueError("position_ids: a row does not start at 0; expected every packed row to start a sample")
+        per_row = torch.cumsum(pos == 0, dim=-1) - 1
+    else:
+        per_row = segment_ids
+        if per_row.ndim != 2 or per_row.shape[1] == 0:
+            raise ValueError(f"segment_ids: got shape {tuple(per_row.shape)}; expected (B, T)")
+        steps = torch.diff(per_row, dim=-1)
+        if bool((per_row[:, 0] != 0).any()) or bool(((steps != 0) & (steps != 1)).any()):
+            raise ValueError("segment_ids: expected each row to count samples 0, 1, 2, ... in steps of 0 or 1")
+    per_row = per_row.long()
+    # Offset each row by the number of samples in the rows before it.
+    counts = per_row[:, -1] + 1
+    offsets = torch.cumsum(counts, dim=0) - counts
+    return per_row + offsets[:, None]

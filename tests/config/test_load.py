@@ -1,0 +1,122 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hardmine.config import ConfigError, apply_overrides, dump_config, load_config, load_tree
+from hardmine.core import MiningSettings
+
+
+def write(path: Path, data) -> Path:
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture
+def data_file(tmp_path):
+    return write(tmp_path / "train.jsonl", "")
+
+
+def problems(excinfo) -> dict[str, str]:
+    return {p.key: p.message for p in excinfo.value.problems}
+
+
+def test_minimal_config_has_documented_defaults(tmp_path, data_file):
+    cfg = load_config(write(tmp_path / "c.yaml", {"custom": {"train_jsonl": "train.jsonl"}}))
+    assert cfg.model.model == "builtin:tiny-qwen2-vl"
+    assert cfg.custom.train_jsonl == str(data_file.resolve())
+    mining = cfg.custom.hard_sample_mining
+    assert mining.enabled is False
+    assert mining.to_settings() == MiningSettings()
+    assert "hard_sample_mining" in dump_config(cfg)
+
+
+def test_every_problem_is_listed_at_once_with_dotted_keys(tmp_path, data_file):
+    path = write(
+        tmp_path / "c.yaml",
+        {
+            "training": {"learning_rat": 1e-3, "per_device_train_batch_size": 4},
+            "data": {"num_worker": 2, "max_length": "long"},
+            "custom": {
+                "train_jsonl": "train.jsonl",
+                "val_jsonl": "missing.jsonl",
+                "hard_sample_mining": {
+                    "enabled": True,
+                    "start_epoch": -1,
+                    "selector": {"mode": "percentile", "value": 1.5},
+                    "noise_guard": {"window": 0},
+                    "hard_weigth": 3,
+                },
+            },
+        },
+    )
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(path)
+    found = problems(excinfo)
+    assert "did you mean 'training.learning_rate'" in found["training.learning_rat"]
+    assert "did you mean 'data.num_workers'" in found["data.num_worker"]
+    assert "got 'long'" in found["data.max_length"]
+    assert "did you mean 'custom.hard_sample_mining.hard_weight'" in found["custom.hard_sample_mining.hard_weigth"]
+    assert found["custom.hard_sample_mining.start_epoch"] == "got -1; expected an integer >= 0"
+    assert found["custom.hard_sample_mining.selector.value"] == "got 1.5; expected a finite number in (0.0, 1.0]"
+    assert "custom.hard_sample_mining.noise_guard.window" in found
+    assert str(path) in str(excinfo.value)
+
+
+def test_missing_files_and_data_choice(tmp_path, data_file):
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(write(tmp_path / "a.yaml", {"custom": {"train_jsonl": "nope.jsonl"}}))
+    assert "does not exist" in problems(excinfo)["custom.train_jsonl"]
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(write(tmp_path / "b.yaml", {"model": {"model": "x"}}))
+    assert "custom.train_jsonl or custom.fusion_config" in problems(excinfo)["custom"]
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(
+            write(tmp_path / "c.yaml", {"custom": {"train_jsonl": "train.jsonl"}, "deepspeed": {"enabled": True, "config": "zero9"}})
+        )
+    assert "zero2" in problems(excinfo)["deepspeed.config"]
+
+
+def test_selector_mode_needs_its_parameter(tmp_path, data_file):
+    path = write(tmp_path / "c.yaml", {"custom": {"train_jsonl": "train.jsonl", "hard_sample_mining": {"selector": {"mode": "top_k"}}}})
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(path)
+    assert problems(excinfo)["custom.hard_sample_mining.selector.k"].startswith("got None")
+
+
+def test_extends_merges_and_detects_cycles(tmp_path, data_file):
+    write(tmp_path / "base.yaml", {"training": {"num_train_epochs": 3, "seed": 1}, "custom": {"train_jsonl": "train.jsonl"}})
+    write(tmp_path / "child.yaml", {"extends": "base.yaml", "training": {"seed": 7}})
+    cfg = load_config(tmp_path / "child.yaml")
+    assert cfg.training == {"num_train_epochs": 3, "seed": 7}
+    write(tmp_path / "x.yaml", {"extends": "y.yaml"})
+    write(tmp_path / "y.yaml", {"extends": "x.yaml"})
+    with pytest.raises(ConfigError, match="cycle"):
+        load_tree(tmp_path / "x.yaml")
+    write(tmp_path / "z.yaml", {"extends": "absent.yaml"})
+    with pytest.raises(ConfigError, match="absent.yaml"):
+        load_tree(tmp_path / "z.yaml")
+
+
+def test_overrides_parse_values_as_yaml(tmp_path, data_file):
+    path = write(tmp_path / "c.yaml", {"custom": {"train_jsonl": "train.jsonl"}})
+    cfg = load_config(path, ["training.learning_rate=1e-4", "custom.hard_sample_mining.enabled=true", "model.model=foo"])
+    assert cfg.training["learning_rate"] == 1e-4
+    assert cfg.custom.hard_sample_mining.enabled is True and cfg.model.model == "foo"
+    with pytest.raises(ConfigError, match="key.sub=value"):
+        apply_overrides({}, ["novalue"])
+    with pytest.raises(ConfigError, match="not a mapping"):
+        apply_overrides({"model": "x"}, ["model.sub=1"])
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path):
+    path = write(tmp_path / "bad.yaml", "model:\n  model: [unclosed\ntraining: {}\n")
+    with pytest.raises(ConfigError, match=r"line \d+, column \d+"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_scientific_notation_in_a_file_is_a_float(tmp_path, data_file):
+    path = write(tmp_path / "c.yaml", "training:\n  learning_rate: 1e-4\ncustom:\n  train_jsonl: train.jsonl\n")
+    assert load_config(path).training["learning_rate"] == 1e-4
