@@ -81,6 +81,21 @@ class HardMiningMixin:
         model_inputs, _ = split_metadata(inputs)
         return super().prediction_step(model, model_inputs, prediction_loss_only, ignore_keys=ignore_keys)
 
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        # transformers (5.x) saves some models, Qwen2-VL among them, under their
+        # original checkpoint key names and maps them back only in from_pretrained;
+        # Trainer's resume loads the raw file with strict=False, which for those
+        # models silently restores nothing. Load through from_pretrained instead,
+        # strictly. (DeepSpeed and FSDP restore their own states.)
+        target = self.accelerator.unwrap_model(model if model is not None else self.model)
+        folder = Path(resume_from_checkpoint)
+        has_weights = (folder / "model.safetensors").is_file() or (folder / "model.safetensors.index.json").is_file()
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled or not has_weights or not hasattr(target, "from_pretrained"):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        dtype = next(target.parameters()).dtype
+        restored = type(target).from_pretrained(str(folder), dtype=dtype)
+        target.load_state_dict(restored.state_dict(), strict=True)
+
     def train(self, resume_from_checkpoint=None, *args, **kwargs):
         if self.mining is not None and resume_from_checkpoint:
             path = get_last_checkpoint(self.args.output_dir) if resume_from_checkpoint is True else resume_from_checkpoint

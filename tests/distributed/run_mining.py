@@ -1,0 +1,110 @@
+"""One rank of a 2-rank mining run (launched by torchrun from test_distributed.py).
+
+Trains the tiny VL model on the synthetic fusion corpus with mining active from
+the end of epoch 1, and writes what each rank saw to OUT/rank{r}.json: per
+epoch the plan digest, the schedule digest, the positions this rank processed,
+and on rank 0 the observations the engine was fed (to recompute the plan in one
+process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+
+import yaml
+
+from hardmine.config import load_config
+from hardmine.train import distributed
+from hardmine.train.entry import CHECKS, run_training
+from hardmine.train.mining import HardMining
+
+
+def digest(plan) -> str | None:
+    if plan is None:
+        return None
+    return hashlib.sha256(json.dumps(plan.to_json_dict(), sort_keys=True).encode()).hexdigest()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--fusion", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--zero2", action="store_true")
+    opts = ap.parse_args()
+    out = Path(opts.out)
+
+    record = {"epochs": {}, "fed": {}}
+    original_record, original_end = HardMining.record, HardMining.end_epoch
+
+    def spy_record(self, sample_id, loss, position, step):
+        epoch = self.sampler.epoch
+        record["epochs"].setdefault(str(epoch), {}).setdefault("positions", []).extend(int(p) for p in position)
+        return original_record(self, sample_id, loss, position, step)
+
+    def spy_end(self, epoch, monitored=None):
+        if self.miner is not None:
+            observe = self.miner.observe
+
+            def spy_observe(ids, losses, *, epoch, steps):
+                record["fed"][str(epoch)] = {"ids": ids.tolist(), "losses": losses.tolist(), "steps": steps.tolist()}
+                return observe(ids, losses, epoch=epoch, steps=steps)
+
+            self.miner.observe = spy_observe
+        metrics = original_end(self, epoch, monitored)
+        entry = record["epochs"].setdefault(str(epoch), {})
+        entry["plan"] = digest(self.sampler.plan)
+        entry["next_schedule"] = self.sampler.schedule(epoch + 1).digest()
+        entry["this_schedule_len"] = len(self.sampler.schedule(epoch))
+        if self.miner is not None:
+            entry["observations"] = int(self.miner.tracker.stats["observations"])
+        return metrics
+
+    HardMining.record, HardMining.end_epoch = spy_record, spy_end
+    tree = {
+        "model": {"model": "builtin:tiny-qwen2-vl"},
+        "training": {
+            "output_dir": str(out / "run"),
+            "num_train_epochs": 3,
+            "per_device_train_batch_size": 4,
+            "gradient_accumulation_steps": 2,
+            "learning_rate": 2e-3,
+            "logging_steps": 2,
+            "report_to": [],
+            "disable_tqdm": True,
+            "seed": 0,
+            "use_cpu": True,
+            "ddp_backend": "gloo",
+            "save_strategy": "no",
+            "ddp_find_unused_parameters": False,
+        },
+        "data": {"num_workers": 0, "max_length": 512},
+        "deepspeed": {"enabled": opts.zero2, "config": "zero2"},
+        "custom": {
+            "fusion_config": opts.fusion,
+            "augmentation": {"enabled": True},
+            "hard_sample_mining": {
+                "enabled": True,
+                "start_epoch": 1,
+                "plateau_delta": 1.0,
+                "noise_guard": {"enabled": False},
+                "selector": {"mode": "top_k", "k": 6},
+                "dump": True,
+            },
+        },
+    }
+    config_path = out / "config.yaml"
+    if distributed.rank() == 0 or not config_path.exists():
+        config_path.write_text(yaml.safe_dump(tree))
+    result = run_training(load_config(config_path, checks=CHECKS))
+    record["global_step"] = result.trainer.state.global_step
+    record["deepspeed"] = bool(result.trainer.is_deepspeed_enabled)
+    record["rank"] = distributed.rank()
+    record["world_size"] = distributed.world_size()
+    (out / f"rank{distributed.rank()}.json").write_text(json.dumps(record))
+
+
+if __name__ == "__main__":
+    main()
