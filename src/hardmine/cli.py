@@ -32,8 +32,12 @@ def _validate(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from .train.entry import run_training
 
+    from .train.distributed import rank
+
     cfg = _load(args)
     result = run_training(cfg, resume_from_checkpoint=args.resume)
+    if rank() != 0:
+        return 0
     print(f"hardmine: model saved to {result.final_dir}")
     if result.metrics:
         print(json.dumps(result.metrics, indent=1))

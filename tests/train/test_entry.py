@@ -76,3 +76,42 @@ def test_mining_run_dumps_and_logs(tmp_path, corpus):
     # Every target occurrence was observed exactly once per epoch.
     assert logged[0]["hsm/observations"] == 48 + 12 + 7
     assert result.trainer.state.global_step == 27
+
+
+def test_plan_reaches_persistent_workers_and_packing_trains(tmp_path, corpus, monkeypatch):
+    from collections import Counter
+
+    from hardmine.train.mining import HardMining
+
+    seen: dict[int, Counter] = {}
+    schedules = {}
+    original = HardMining.record
+
+    def spy(self, sample_id, loss, position, step):
+        epoch = self.sampler.epoch
+        schedules.setdefault(epoch, self.sampler.schedule(epoch))  # the one this epoch runs on
+        seen.setdefault(epoch, Counter()).update(int(s) for s in sample_id)
+        return original(self, sample_id, loss, position, step)
+
+    monkeypatch.setattr(HardMining, "record", spy)
+    cfg = config(
+        tmp_path, corpus, enabled=True, start_epoch=0, plateau_delta=1.0, noise_guard={"enabled": False},
+        selector={"mode": "top_k", "k": 8},
+    )
+    cfg = cfg.model_copy(
+        update={
+            "data": cfg.data.model_copy(update={"num_workers": 1, "persistent_workers": True}),
+            "training": {**cfg.training, "packing": True},
+        }
+    )
+    result = run_training(cfg)
+    sampler = result.trainer.train_sampler
+    assert sampler.plan is not None and result.trainer.state.global_step == 27
+    from hardmine.core import dataset_key, sample_ids
+
+    target = schedules[2]
+    expected = Counter(sample_ids("target", target.base_idx[target.pool == 0]).tolist())
+    observed = Counter({k: v for k, v in seen[2].items() if k >> 40 == dataset_key("target")})
+    # The worker, started in epoch 0 and kept alive, served epoch 2 in the mined order.
+    assert observed == expected
+    assert max(expected.values()) >= 2  # some mined samples were shown more than once

@@ -74,3 +74,19 @@ def test_state_file_holds_arrays_without_pickle(tmp_path):
     back = load_state(tmp_path / "s.npz")
     np.testing.assert_array_equal(back["a"], state["a"])
     assert back["b"] == {"c": [1, 2.5], "d": None} and back["e"].dtype == np.float16
+
+
+def test_a_mining_failure_keeps_the_plan_and_training_going(tmp_path, caplog):
+    mining = HardMining(SETTINGS, POOLS, ScheduleSampler(POOLS, seed=0), output_dir=tmp_path)
+    run_epoch(mining, 0)
+    run_epoch(mining, 1)
+    plan = mining.sampler.plan
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    mining.miner.end_epoch = broken
+    metrics = run_epoch(mining, 2)
+    assert metrics == {"hsm/failed": 1.0}
+    assert mining.sampler.plan.to_json_dict() == plan.to_json_dict()
+    assert "mining failed at the end of epoch 2" in caplog.text

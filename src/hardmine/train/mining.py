@@ -99,18 +99,28 @@ class HardMining:
         gathered = gather_columns(self.log.drain())
         payload = None
         if self.miner is not None:
-            obs = deduplicate(gathered)
-            self.miner.observe(obs["sample_id"], obs["loss"], epoch=epoch, steps=obs["step"])
-            report = self.miner.end_epoch(epoch, monitored)
-            metrics = self._metrics(report, observed_now=int(obs["sample_id"].size))
-            if report.plan is not None and self.dump:
-                report.plan.dump(self.output_dir)
-            self.history.append({"epoch": epoch, **metrics})
-            payload = (None if self.miner.plan is None else self.miner.plan.state_dict(), metrics)
-            logger.info(self._summary(epoch, metrics))
+            try:
+                payload = self._mine_on_rank0(epoch, gathered, monitored)
+            except Exception:  # noqa: BLE001 - mining must never cost the run its checkpoints
+                # Training goes on with the plan it had; the other ranks are
+                # waiting in the broadcast below, so they must still get one.
+                logger.exception("hardmine: mining failed at the end of epoch %d; keeping the previous plan", epoch)
+                plan = self.sampler.plan
+                payload = (None if plan is None else plan.state_dict(), {"hsm/failed": 1.0})
         plan_state, metrics = broadcast_object(payload)
         self.sampler.plan = None if plan_state is None else HardSamplePlan.from_state_dict(plan_state)
         return metrics
+
+    def _mine_on_rank0(self, epoch: int, gathered, monitored):
+        obs = deduplicate(gathered)
+        self.miner.observe(obs["sample_id"], obs["loss"], epoch=epoch, steps=obs["step"])
+        report = self.miner.end_epoch(epoch, monitored)
+        metrics = self._metrics(report, observed_now=int(obs["sample_id"].size))
+        if report.plan is not None and self.dump:
+            report.plan.dump(self.output_dir)
+        self.history.append({"epoch": epoch, **metrics})
+        logger.info(self._summary(epoch, metrics))
+        return (None if self.miner.plan is None else self.miner.plan.state_dict(), metrics)
 
     def _metrics(self, report, observed_now: int) -> dict[str, float]:
         m: dict[str, float] = {
