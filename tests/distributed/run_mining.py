@@ -33,6 +33,8 @@ def main() -> None:
     ap.add_argument("--fusion", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--zero2", action="store_true")
+    ap.add_argument("--save", action="store_true", help="checkpoint every epoch")
+    ap.add_argument("--resume", default=None, help="checkpoint to resume from")
     opts = ap.parse_args()
     out = Path(opts.out)
 
@@ -77,7 +79,7 @@ def main() -> None:
             "seed": 0,
             "use_cpu": True,
             "ddp_backend": "gloo",
-            "save_strategy": "no",
+            "save_strategy": "epoch" if opts.save or opts.resume else "no",
             "ddp_find_unused_parameters": False,
         },
         "data": {"num_workers": 0, "max_length": 512},
@@ -98,7 +100,7 @@ def main() -> None:
     config_path = out / "config.yaml"
     if distributed.rank() == 0 or not config_path.exists():
         config_path.write_text(yaml.safe_dump(tree))
-    result = run_training(load_config(config_path, checks=CHECKS))
+    result = run_training(load_config(config_path, checks=CHECKS), resume_from_checkpoint=opts.resume)
     record["global_step"] = result.trainer.state.global_step
     record["deepspeed"] = bool(result.trainer.is_deepspeed_enabled)
     record["rank"] = distributed.rank()

@@ -32,11 +32,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(out: Path, fusion: Path, zero2: bool) -> list[dict]:
+def launch(out: Path, fusion: Path, zero2: bool, *extra: str) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-           str(RUNNER), "--fusion", str(fusion), "--out", str(out)] + (["--zero2"] if zero2 else [])
+           str(RUNNER), "--fusion", str(fusion), "--out", str(out)] + (["--zero2"] if zero2 else []) + list(extra)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     if done.returncode != 0:
@@ -84,3 +84,18 @@ def test_mined_set_equals_single_process_selection(tmp_path, corpus, zero2):
             dumped = json.loads((tmp_path / "recompute" / "run" / f"hard_samples_epoch_{epoch}.json").read_text())
             assert [s["base_idx"] for s in dumped["samples"]] == [s["base_idx"] for s in report.plan.to_json_dict()["samples"]]
     assert len(dumps) == 2
+
+
+@pytest.mark.parametrize("zero2", [False, True], ids=["ddp", "zero2"])
+def test_resume_restores_mining_state_on_every_rank(tmp_path, corpus, zero2):
+    if zero2:
+        pytest.importorskip("deepspeed")
+    straight = launch(tmp_path / "straight", corpus, zero2, "--save")
+    # 4 optimizer steps an epoch: the checkpoint after epoch 1 holds plan version 1.
+    checkpoint = tmp_path / "straight" / "run" / "checkpoint-8"
+    resumed = launch(tmp_path / "resumed", corpus, zero2, "--resume", str(checkpoint))
+    for r in range(2):
+        a, b = straight[r]["epochs"]["2"], resumed[r]["epochs"]["2"]
+        assert b["plan"] == a["plan"] and b["next_schedule"] == a["next_schedule"]
+        assert sorted(b["positions"]) == sorted(a["positions"])
+    assert resumed[0]["global_step"] == straight[0]["global_step"] == 12
