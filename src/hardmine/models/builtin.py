@@ -452,6 +452,9 @@ def _build_builtin(spec: BuiltinSpec, out_dir: Path) -> None:
     # From the tokenizer: older transformers keep no pad_token_id on a VL model's top config.
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(out_dir)
+    if not (out_dir / "config.json").is_file():
+        # transformers writes weights from rank 0 only once a process group exists.
+        raise OSError(f"{out_dir}: the model was not written (build built-in models from one process per machine)")
     info = {"name": BUILTIN_PREFIX + spec.name, "version": BUILTIN_VERSION, "task": spec.task}
     info |= {"description": spec.description, "fingerprint": build_fingerprint(spec.name)}
     (out_dir / BUILD_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")

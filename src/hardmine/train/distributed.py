@@ -6,6 +6,7 @@ rank's observations to rank 0, and broadcasting rank 0's plan back.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,11 @@ def is_distributed() -> bool:
 
 def rank() -> int:
     return dist.get_rank() if is_distributed() else 0
+
+
+def local_rank() -> int:
+    """This process's rank on its machine (torchrun and the deepspeed launcher set LOCAL_RANK)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
 
 
 def world_size() -> int:

@@ -20,6 +20,7 @@ from ..data.collate import PackedCollator, PaddedCollator
 from ..data.dataset import CaptionDataset, RecordPool
 from ..data.fusion import FusionConfigError, load_fusion
 from ..data.records import read_jsonl
+from .distributed import barrier, local_rank
 from .mining import HardMining
 from .sampler import ScheduleSampler
 from .slices import SliceEvalCallback
@@ -170,10 +171,16 @@ def run_training(
 ) -> TrainResult:
     """Train as ``cfg`` says. ``slice_eval``: also score the target's validation
     slices (``metadata.slice``) after every epoch (``slice/<name>_loss``)."""
-    from ..models.builtin import load_model_and_processor
+    from ..models.builtin import BUILTIN_PREFIX, load_model_and_processor, materialize_builtin
 
     train_pools, val_pools = build_pools(cfg)
     args = training_arguments(cfg, has_eval=bool(val_pools))
+    if cfg.model.model.startswith(BUILTIN_PREFIX):
+        # One process per machine builds the tiny model into the cache: once a
+        # process group exists, transformers writes weights from rank 0 only.
+        if local_rank() == 0:
+            materialize_builtin(cfg.model.model)
+        barrier()
     model, processor, task = load_model_and_processor(cfg.model.model, task=cfg.model.task, dtype=cfg.model.dtype)
     augmentation = AugmentationConfig.from_mapping(cfg.custom.augmentation)
     common = dict(processor=processor, seed=args.seed, augmentation=augmentation, max_length=cfg.data.max_length)
