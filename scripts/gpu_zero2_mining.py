@@ -66,7 +66,9 @@ def main() -> int:
         "peak_gpu_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1),
         "wall_s": round(time.perf_counter() - started, 1),
     }
-    if distributed.rank() != 0:
+    is_main = distributed.rank() == 0
+    distributed.shutdown()
+    if not is_main:
         return 0  # rank 0 holds the mining history and reports
     print(json.dumps(report))
     return 0 if dumps and any(row.get("hsm/active") for row in result.mining_history) else 1

@@ -32,11 +32,13 @@ def _validate(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from .train.entry import run_training
 
-    from .train.distributed import rank
+    from .train.distributed import rank, shutdown
 
     cfg = _load(args)
     result = run_training(cfg, resume_from_checkpoint=args.resume)
-    if rank() != 0:
+    is_main = rank() == 0
+    shutdown()
+    if not is_main:
         return 0
     print(f"hardmine: model saved to {result.final_dir}")
     if result.metrics:

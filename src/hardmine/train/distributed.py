@@ -76,3 +76,10 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
 def barrier() -> None:
     if is_distributed():
         dist.barrier()
+
+
+def shutdown() -> None:
+    """Leave the process group cleanly (a process that exits without it can abort in teardown)."""
+    if is_distributed():
+        dist.barrier()
+        dist.destroy_process_group()
