@@ -81,6 +81,9 @@ def _selfcheck(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hardmine", description="Hard-sample mining for fine-tuning.")
     parser.add_argument("--version", action="version", version=f"hardmine {__version__}")
+    # The deepspeed launcher passes --local_rank before the subcommand; LOCAL_RANK
+    # in the environment says the same, and that is what hardmine reads.
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True)
 
     for name, func, help_text in (
@@ -92,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="override config values")
         if name == "train":
             p.add_argument("--resume", default=None, help="a checkpoint directory to resume from")
+
         p.set_defaults(func=func)
 
     p = sub.add_parser("demo", help="generate a synthetic corpus and train the tiny VL model on it")

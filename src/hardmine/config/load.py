@@ -262,20 +262,24 @@ def _resolve(base_dir: Path, value: str | None) -> str | None:
     return str(p if p.is_absolute() else (base_dir / p).resolve())
 
 
-def _file_problems(cfg: HardmineConfig) -> list[Problem]:
+def _file_problems(tree: Mapping[str, Any]) -> list[Problem]:
+    """Missing files and the data choice, read from the raw tree so that they are
+    reported together with schema problems, not only once the schema passes."""
     problems = []
-    c = cfg.custom
-    for key, value in (("train_jsonl", c.train_jsonl), ("val_jsonl", c.val_jsonl), ("fusion_config", c.fusion_config)):
-        if value is not None and not Path(value).is_file():
+    custom = tree.get("custom") if isinstance(tree.get("custom"), dict) else {}
+    for key in ("train_jsonl", "val_jsonl", "fusion_config"):
+        value = custom.get(key)
+        if isinstance(value, str) and not Path(value).is_file():
             problems.append(Problem(f"custom.{key}", f"file {value!r} does not exist"))
-    if c.train_jsonl is None and c.fusion_config is None:
+    if custom.get("train_jsonl") is None and custom.get("fusion_config") is None:
         problems.append(Problem("custom", "set custom.train_jsonl or custom.fusion_config (the training data)"))
-    if c.train_jsonl is not None and c.fusion_config is not None:
+    if custom.get("train_jsonl") is not None and custom.get("fusion_config") is not None:
         problems.append(Problem("custom", "set only one of custom.train_jsonl and custom.fusion_config"))
-    ds = cfg.deepspeed
-    if ds.enabled and ds.config not in BUILTIN_DEEPSPEED and not Path(ds.config).is_file():
+    ds = tree.get("deepspeed") if isinstance(tree.get("deepspeed"), dict) else {}
+    config = ds.get("config", "zero2")
+    if ds.get("enabled") is True and isinstance(config, str) and config not in BUILTIN_DEEPSPEED and not Path(config).is_file():
         problems.append(
-            Problem("deepspeed.config", f"got {ds.config!r}; expected one of {list(BUILTIN_DEEPSPEED)} or a JSON file")
+            Problem("deepspeed.config", f"got {config!r}; expected one of {list(BUILTIN_DEEPSPEED)} or a JSON file")
         )
     return problems
 
@@ -306,8 +310,8 @@ def parse_config(tree: Mapping[str, Any], source: str | Path, checks: Iterable[C
     training = tree.get("training")
     if isinstance(training, dict):
         problems.extend(_training_problems(training))
+    problems.extend(_file_problems(tree))
     if cfg is not None:
-        problems.extend(_file_problems(cfg))
         try:
             cfg.custom.hard_sample_mining.to_settings()
         except SettingError as e:
