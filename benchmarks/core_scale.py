@@ -100,7 +100,10 @@ def main() -> None:
         "percentile": SelectorSettings(mode="percentile", value=0.1),
         "threshold": SelectorSettings(mode="threshold", value=float(np.quantile(losses, 0.9))),
     }.items():
-        select_times[mode] = _time(lambda: selections.__setitem__(mode, select_hard(tracker, [name], epoch, settings, guard)), args.repeats)
+        def run(mode=mode, settings=settings):
+            selections[mode] = select_hard(tracker, [name], epoch, settings, guard)
+
+        select_times[mode] = _time(run, args.repeats)
 
     sel = selections["percentile"]
     plan = HardSamplePlan(epoch=epoch, version=1, hard_weight=3.0, mode=sel.mode, params=sel.params,

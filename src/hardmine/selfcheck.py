@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .core import GuardSettings, HardSampleMiner, MiningSettings, Pool, build_epoch_schedule, sample_ids
+from .core import HardSampleMiner, MiningSettings, Pool, build_epoch_schedule, sample_ids
 
 TARGET = "target"
 
@@ -118,4 +118,4 @@ def _cell(row: dict) -> str:
     return f"{row['num_hard']} / {row['hard_share']:.0%} / {row['noisy_share']:.0%}"
 
 
-__all__ = ["GuardSettings", "Scenario", "format_selfcheck", "naive", "run_selfcheck", "simulate"]
+__all__ = ["Scenario", "format_selfcheck", "naive", "run_selfcheck", "simulate"]

@@ -14,7 +14,7 @@ def reference(stream, n, *, aggregation="ema", decay=0.5, correction=True, level
     ``stream``: (epoch, step, base_idx, loss) in arrival order, one dataset.
     """
     level, pending_key, pend_sum, pend_n = None, None, 0.0, 0
-    count, values, ema, last = [0] * n, [[] for _ in range(n)], [None] * n, [math.nan] * n
+    count, values, last = [0] * n, [[] for _ in range(n)], [math.nan] * n
     for epoch, step, base, loss in stream:
         if not math.isfinite(loss):
             continue

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hardmine.core import HardSampleMiner, Pool, build_epoch_schedule
+from hardmine.core import HardSampleMiner
 from hardmine.data.synth import make_dataset
 
 pytestmark = pytest.mark.distributed
@@ -54,7 +54,6 @@ def test_two_ranks_agree_and_count_each_sample_once(tmp_path, corpus, zero2):
     # Same number of optimizer steps as one process would take: 40 + 10 + 6 = 56
     # samples an epoch, 2 ranks x 4 x GA 2 = 16 a step -> 4 steps an epoch.
     assert ranks[0]["global_step"] == ranks[1]["global_step"] == 12
-    pools = [Pool("target", TARGET), Pool("shapes_a", SOURCES["shapes_a"], 0.25), Pool("shapes_b", SOURCES["shapes_b"], 0.15)]
     for epoch in ("0", "1", "2"):
         a, b = ranks[0]["epochs"][epoch], ranks[1]["epochs"][epoch]
         # Identical plans and identical next-epoch orders on both ranks.

@@ -1,7 +1,6 @@
 import json
 
 import numpy as np
-import pytest
 
 from hardmine.core import GuardSettings, MiningSettings, Pool, SelectorSettings, TriggerSettings, sample_ids
 from hardmine.train.mining import HardMining, ObservationLog, deduplicate, load_state, save_state

@@ -125,7 +125,7 @@ class HardSampleMiner:
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "settings": _settings_dict(self.settings),
+            "settings": asdict(self.settings),
             "eligible": list(self.eligible),
             "tracker": self.tracker.state_dict(),
             "trigger": self.trigger.state_dict(),
@@ -133,15 +133,12 @@ class HardSampleMiner:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        if state["settings"] != _settings_dict(self.settings) or list(state["eligible"]) != list(self.eligible):
+        if state["settings"] != asdict(self.settings) or list(state["eligible"]) != list(self.eligible):
             raise ValueError("mining state was saved with different settings or eligible datasets")
         self.tracker.load_state_dict(state["tracker"])
         self.trigger.load_state_dict(state["trigger"])
         self.plan = None if state["plan"] is None else HardSamplePlan.from_state_dict(state["plan"])
 
-
-def _settings_dict(settings: MiningSettings) -> dict[str, Any]:
-    return asdict(settings)
 
 
 def hard_vs_all(selection: Selection) -> dict[str, float]:

@@ -8,8 +8,6 @@ mining on the samples it targets is visible, not only the average.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Sequence
-
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
@@ -70,4 +68,4 @@ class SliceEvalCallback(TrainerCallback):
         self.trainer.log(row)
 
 
-__all__: Sequence[str] = ["SliceEvalCallback", "record_slices", "slice_losses"]
+__all__ = ["SliceEvalCallback", "record_slices", "slice_losses"]
