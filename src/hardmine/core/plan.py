@@ -4,22 +4,44 @@ A plan gives every sample of a mined dataset a weight: ``hard_weight`` for the
 mined samples, 1 for everything else. It records the epoch whose end produced
 it (it applies from the next epoch) and a version that grows by one per plan.
 
-Dump format (``hard_samples_epoch_{n}.json``)::
+Dump format (``hard_samples_epoch_{n}.json``), version 2::
 
     {
-      "format": "hardmine.hard_samples/1",
+      "format": "hardmine.hard_samples/2",
       "epoch": n, "version": v,
       "selection": {"mode": "percentile", "params": {"value": 0.1}},
       "weights": {"hard": 3.0, "min": 1.0, "max": 3.0},
       "num_hard": 2,
+      "decision": {                       # what the selection saw (may be absent)
+        "monitor": "train_loss", "monitored": 0.71,
+        "observed": 120, "eligible": 96,
+        "excluded": {"insufficient_history": 0, "not_improving": 20, "hard_streak": 4},
+        "loss_scale": 0.69,               # training-loss level: aggregate = corrected * scale
+        "cut": 1.93,                      # lowest hard loss, or the threshold
+        "quantiles": {"all": {"min": .., "q10": .., ..., "max": .., "mean": ..}, "hard": {...}},
+        "histogram": {"edges": [41 floats], "all": [40 counts], "hard": [40 counts]}
+      },
+      "datasets": {"target": {"size": 120, "source": "/data/target/train.jsonl",
+                              "slices": {"easy": 102, "hard": 18}}},
+      "population": "hard_samples_epoch_n.population.npz",   # or null
       "samples": [
-        {"sample_id": 123, "dataset": "target", "base_idx": 7, "loss": 2.31}, ...
+        {"sample_id": 123, "dataset": "target", "base_idx": 7, "loss": 2.31,
+         "last_loss": 2.52, "count": 3, "weight": 3.0,
+         "source": "/data/target/train.jsonl", "line": 8,
+         "images": ["/data/target/images/train_00007.png"], "slice": "hard"}, ...
       ]
     }
 
 ``samples`` are ordered worst first; ``loss`` is the aggregated loss that
-ranked them (see :mod:`hardmine.core.tracker`). ``weights.max`` is 1 when the
-plan is empty.
+ranked them (see :mod:`hardmine.core.tracker`), ``last_loss`` the last raw
+loss, ``count`` the observations in the aggregate. The location fields
+(``source``, ``line``, ``images``, ``slice``) are present when the training
+integration knows them (:class:`hardmine.core.audit.SampleCatalog`).
+``weights.max`` is 1 when the plan is empty. Non-finite numbers are written
+as null (JSON has no NaN).
+
+Version 1 dumps (``hardmine.hard_samples/1``: the header and rows of
+``sample_id``, ``dataset``, ``base_idx``, ``loss`` only) are still read.
 """
 
 from __future__ import annotations
@@ -36,7 +58,9 @@ import numpy as np
 
 from .identity import sample_ids
 
-DUMP_FORMAT = "hardmine.hard_samples/1"
+DUMP_FORMAT = "hardmine.hard_samples/2"
+#: Dump formats :meth:`HardSamplePlan.from_json_dict` reads (the plan part of each).
+READABLE_DUMP_FORMATS = ("hardmine.hard_samples/1", DUMP_FORMAT)
 
 
 def dump_filename(epoch: int) -> str:
@@ -83,29 +107,56 @@ class HardSamplePlan:
         return 1.0, (float(self.hard_weight) if self.num_hard else 1.0)
 
     # ------------------------------------------------------------------ JSON
-    def to_json_dict(self) -> dict[str, Any]:
+    def to_json_dict(
+        self,
+        *,
+        sample_stats: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+        catalogs: Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The dump document.
+
+        ``sample_stats``: per dataset, columns aligned with ``base_idx``
+        (``last_loss``, ``count``); ``catalogs``: per dataset, an object whose
+        ``describe(base_idx)`` gives the location fields; ``extra``: top-level
+        blocks (``decision``, ``datasets``, ``population``).
+        """
         samples = []
         for name, base in self.base_idx.items():
             ids = sample_ids(name, base)
-            for sid, b, loss in zip(ids.tolist(), base.tolist(), self.losses[name].tolist()):
-                samples.append({"sample_id": sid, "dataset": name, "base_idx": b, "loss": loss})
-        samples.sort(key=lambda s: (-s["loss"], s["sample_id"]))
+            stats = {k: np.asarray(v).tolist() for k, v in (sample_stats or {}).get(name, {}).items()}
+            catalog = (catalogs or {}).get(name)
+            for i, (sid, b, loss) in enumerate(zip(ids.tolist(), base.tolist(), self.losses[name].tolist())):
+                row = {"sample_id": sid, "dataset": name, "base_idx": b, "loss": _json_number(loss)}
+                row.update({k: _json_number(v[i]) for k, v in stats.items()})
+                row["weight"] = float(self.hard_weight)
+                if catalog is not None:
+                    row.update(catalog.describe(b))
+                samples.append(row)
+        # Worst first; a null (non-finite) loss last.
+        samples.sort(key=lambda s: (s["loss"] is None, -(s["loss"] or 0.0), s["sample_id"]))
         low, high = self.weight_range()
-        return {
+        doc = {
             "format": DUMP_FORMAT,
             "epoch": self.epoch,
             "version": self.version,
             "selection": {"mode": self.mode, "params": dict(self.params)},
             "weights": {"hard": float(self.hard_weight), "min": low, "max": high},
             "num_hard": self.num_hard,
-            "samples": samples,
         }
+        doc.update(extra or {})
+        doc["samples"] = samples
+        return doc
 
-    def dump(self, directory: str | os.PathLike) -> Path:
-        """Write ``hard_samples_epoch_{epoch}.json`` atomically; return its path."""
+    def dump(self, directory: str | os.PathLike, **details: Any) -> Path:
+        """Write ``hard_samples_epoch_{epoch}.json`` atomically; return its path.
+
+        ``details`` go to :meth:`to_json_dict`.
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / dump_filename(self.epoch)
+        text = json.dumps(self.to_json_dict(**details), indent=1, allow_nan=False) + "\n"
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
         try:
             # mkstemp creates 0600; give the dump the permissions of any new file.
@@ -113,8 +164,7 @@ class HardSamplePlan:
             os.umask(umask)
             os.chmod(tmp, 0o666 & ~umask)
             with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(self.to_json_dict(), f, indent=1)
-                f.write("\n")
+                f.write(text)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -123,13 +173,14 @@ class HardSamplePlan:
 
     @classmethod
     def from_json_dict(cls, data: Mapping[str, Any]) -> "HardSamplePlan":
-        if data.get("format") != DUMP_FORMAT:
-            raise ValueError(f"not a hardmine hard-sample dump: format {data.get('format')!r}, expected {DUMP_FORMAT!r}")
+        if not isinstance(data, Mapping) or data.get("format") not in READABLE_DUMP_FORMATS:
+            got = data.get("format") if isinstance(data, Mapping) else type(data).__name__
+            raise ValueError(f"not a hardmine hard-sample dump: format {got!r}, expected one of {list(READABLE_DUMP_FORMATS)}")
         base: dict[str, list] = {}
         losses: dict[str, list] = {}
         for s in data["samples"]:
             base.setdefault(s["dataset"], []).append(s["base_idx"])
-            losses.setdefault(s["dataset"], []).append(s["loss"])
+            losses.setdefault(s["dataset"], []).append(math.nan if s["loss"] is None else s["loss"])
         return cls(
             epoch=int(data["epoch"]),
             version=int(data["version"]),
@@ -147,7 +198,12 @@ class HardSamplePlan:
                 data = json.load(f)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
-        return cls.from_json_dict(data)
+        try:
+            return cls.from_json_dict(data)
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"{path}: not a complete hard-sample dump ({type(e).__name__}: {e})") from None
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
 
     # ----------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
@@ -172,3 +228,12 @@ class HardSamplePlan:
             base_idx={k: np.asarray(v, np.int64) for k, v in state["base_idx"].items()},
             losses={k: np.asarray(v, np.float64) for k, v in state["losses"].items()},
         )
+
+
+def _json_number(value: Any) -> Any:
+    """A JSON-safe scalar: non-finite floats become null, numpy scalars plain Python."""
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
