@@ -91,6 +91,8 @@ class HardSampleMiner:
         self.tracker = LossTracker(datasets, self.settings.tracker_settings())
         self.trigger = PlateauTrigger(self.settings.trigger)
         self.plan: HardSamplePlan | None = None
+        # Guard rule "sticky": per eligible dataset, which samples ever failed the guard.
+        self.flagged: dict[str, np.ndarray] = {}
 
     def observe(self, sample_ids, losses, *, epoch: int, steps) -> None:
         self.tracker.update(sample_ids, losses, epoch=epoch, steps=steps)
@@ -103,7 +105,8 @@ class HardSampleMiner:
         selection = None
         if active:
             s = self.settings
-            selection = select_hard(self.tracker, self.eligible, epoch, s.selector, s.guard)
+            selection = select_hard(self.tracker, self.eligible, epoch, s.selector, s.guard, flagged=self.flagged)
+            self.flagged = dict(selection.flagged)
             self.plan = HardSamplePlan(
                 epoch=epoch,
                 version=(self.plan.version + 1) if self.plan is not None else 1,
@@ -130,6 +133,7 @@ class HardSampleMiner:
             "tracker": self.tracker.state_dict(),
             "trigger": self.trigger.state_dict(),
             "plan": None if self.plan is None else self.plan.state_dict(),
+            "flagged": {name: flags.copy() for name, flags in self.flagged.items()},
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -138,6 +142,8 @@ class HardSampleMiner:
         self.tracker.load_state_dict(state["tracker"])
         self.trigger.load_state_dict(state["trigger"])
         self.plan = None if state["plan"] is None else HardSamplePlan.from_state_dict(state["plan"])
+        # Absent in states saved before the sticky rule existed: nothing flagged then.
+        self.flagged = {name: np.asarray(flags, bool) for name, flags in (state.get("flagged") or {}).items()}
 
 
 

@@ -21,6 +21,16 @@ Eligibility, in order
      ``max_hard_streak`` plans is not eligible this time (it gets a rest; a
      sample the model cannot learn should not hold 3x weight for ever).
 
+   * ``flagged_earlier`` (only with ``rule: sticky``): a sample that failed
+     ``not_improving`` at any earlier selection stays excluded for the rest
+     of the run. Why: a mislabelled sample's loss stays flat while the
+     population learns, but once the model starts memorising it its loss
+     falls fast and it passes ``not_improving``, while learnt clean samples
+     plateau and fail it; judged afresh each epoch the guard then selects
+     mostly mislabelled samples late in training. Memorisation cannot undo
+     an earlier failure. The memory is the caller's (``flagged`` in,
+     :attr:`Selection.flagged` out), so the rule stays a pure function.
+
    Each rule's exclusions are counted separately (a sample can fail both).
 3. The selector, over eligible samples, ordered by aggregated loss
    (descending) with ``sample_id`` (ascending) breaking ties:
@@ -36,7 +46,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -45,6 +55,7 @@ from .identity import dataset_key
 from .tracker import LossTracker
 
 SELECTOR_MODES = ("top_k", "percentile", "threshold")
+GUARD_RULES = ("improvement", "sticky")
 
 
 @dataclass(frozen=True)
@@ -76,11 +87,14 @@ class GuardSettings:
     min_improvement: float = 0.1
     window: int = 2
     max_hard_streak: int = 3
+    rule: str = "improvement"  # or "sticky": a failure of not_improving excludes for good
 
     def __post_init__(self) -> None:
         key = f"{MINING_KEY}.noise_guard"
         if not isinstance(self.enabled, bool):
             raise SettingError(f"{key}.enabled", self.enabled, "true or false")
+        if self.rule not in GUARD_RULES:
+            raise SettingError(f"{key}.rule", self.rule, f"one of {list(GUARD_RULES)}")
         check_range(f"{key}.min_improvement", self.min_improvement, low=0.0, high=1.0, high_open=True)
         check_range(f"{key}.window", self.window, low=1, high=15, integer=True)
         check_range(f"{key}.max_hard_streak", self.max_hard_streak, low=1, high=16, integer=True)
@@ -164,12 +178,22 @@ def streak_reached(hard_bits: np.ndarray, max_hard_streak: int) -> np.ndarray:
     return (hard_bits & mask) == mask
 
 
-def guard_mask(history, hard_bits, guard: GuardSettings) -> tuple[np.ndarray, dict[str, int]]:
-    """Eligibility under the noise guard (for observed samples) and per-rule counts."""
+def guard_mask(history, hard_bits, guard: GuardSettings, flagged=None) -> tuple[np.ndarray, dict[str, int]]:
+    """Eligibility under the noise guard (for observed samples) and per-rule counts.
+
+    ``flagged``: with ``rule: sticky``, which samples failed ``not_improving``
+    at an earlier selection (None: none did).
+    """
+    eligible, counts, _ = judge_guard(history, hard_bits, guard, flagged)
+    return eligible, counts
+
+
+def judge_guard(history, hard_bits, guard: GuardSettings, flagged=None) -> tuple[np.ndarray, dict[str, int], np.ndarray | None]:
+    """:func:`guard_mask` plus, with ``rule: sticky``, the flags to remember (earlier | now)."""
     history = np.asarray(history)
     n = history.shape[1]
     if not guard.enabled:
-        return np.ones(n, bool), {}
+        return np.ones(n, bool), {}, None
     # The tracker may keep more history than the guard looks at.
     improvement, judgeable = raw_improvement(history[-(guard.window + 1) :])
     not_improving = judgeable & (improvement < guard.min_improvement)
@@ -180,7 +204,13 @@ def guard_mask(history, hard_bits, guard: GuardSettings) -> tuple[np.ndarray, di
         "not_improving": int(np.count_nonzero(not_improving)),
         "hard_streak": int(np.count_nonzero(streak)),
     }
-    return eligible, counts
+    if guard.rule != "sticky":
+        return eligible, counts, None
+    earlier = np.zeros(n, bool) if flagged is None else np.asarray(flagged, bool)
+    if earlier.shape != (n,):
+        raise ValueError(f"flagged has shape {earlier.shape}; expected ({n},), one flag per sample")
+    counts["flagged_earlier"] = int(np.count_nonzero(earlier))
+    return eligible & ~earlier, counts, earlier | not_improving
 
 
 # ------------------------------------------------------------ whole selection
@@ -197,6 +227,8 @@ class Selection:
     excluded: dict[str, int] = field(default_factory=dict)
     scale: float = 1.0
     observed_corrected: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
+    # rule sticky: name -> one flag per sample of the dataset (failed the guard so far)
+    flagged: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def num_hard(self) -> int:
@@ -214,8 +246,12 @@ def select_hard(
     epoch: int,
     selector: SelectorSettings,
     guard: GuardSettings,
+    flagged: Mapping[str, np.ndarray] | None = None,
 ) -> Selection:
     """Apply the guard and the selector jointly over ``eligible_datasets``.
+
+    ``flagged`` (guard rule ``sticky``): per dataset, one flag per sample,
+    the :attr:`Selection.flagged` of the previous selection; missing: none.
 
     Candidates are laid out in sample-id order (datasets by key, then
     base_idx), so a candidate's position breaks ties exactly as its sample id
@@ -233,6 +269,7 @@ def select_hard(
     names = sorted(eligible_datasets, key=dataset_key)
     values, bases, observed_corrected = [], [], []
     excluded: dict[str, int] = {}
+    new_flags: dict[str, np.ndarray] = {}
     observed = 0
     scale = 1.0
     for name in names:
@@ -247,7 +284,18 @@ def select_hard(
             seen = np.flatnonzero(seen_mask)
             history, bits, corrected = view.history[:, seen], view.hard_bits[seen], view.corrected[seen]
         observed_corrected.append(corrected)
-        ok, counts = guard_mask(history, bits, guard)
+        before = None if flagged is None or name not in flagged else np.asarray(flagged[name], bool)
+        if before is not None and before.shape != seen_mask.shape:
+            raise ValueError(f"flagged[{name!r}] has {before.size} flags; dataset {name!r} has {seen_mask.size} samples")
+        earlier = None if before is None else (before if seen is None else before[seen])
+        ok, counts, now = judge_guard(history, bits, guard, earlier)
+        if now is not None:
+            full = np.zeros(seen_mask.size, bool) if before is None else before.copy()
+            if seen is None:
+                full[:] = now
+            else:
+                full[seen] = now
+            new_flags[name] = full
         for rule, c in counts.items():
             excluded[rule] = excluded.get(rule, 0) + c
         keep = np.flatnonzero(ok)
@@ -268,6 +316,7 @@ def select_hard(
         excluded=excluded,
         scale=scale,
         observed_corrected=observed_corrected[0] if len(names) == 1 else np.concatenate(observed_corrected),
+        flagged=new_flags,
     )
     offsets = np.cumsum([0] + [b.size for b in bases])
     for d, name in enumerate(names):
