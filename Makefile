@@ -24,8 +24,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# Scale of the engine, then the quality suite (~1 h on one core) and the
+# results page docs/benchmarks.md, regenerated from the JSON it writes.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/core_scale.py --samples 10000000
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python benchmarks/quality.py --out benchmarks/results
+	$(BIN)/python benchmarks/report.py --results benchmarks/results --docs docs
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,789 @@
+"""Does mining help? A paired-seed quality benchmark of hardmine's rules.
+
+    python benchmarks/quality.py                      # the full suite (~1 h on one core)
+    python benchmarks/quality.py --quick              # the pipeline on tiny sizes (~2 min)
+    python benchmarks/quality.py --tasks text --seeds 0 1 2
+
+Two tasks, each with a harder minority slice, trained with hardmine as a user
+would (no training code of its own here):
+
+* ``text``: the built-in tiny text model learns string rules on spaced letters
+  through the library API (``HardMiningMixin`` + ``mining_kwargs``): most
+  samples reverse a string and are learnt within a few epochs; a minority (the
+  hard slice, 10%) sort one, a rarer and harder rule that is learnt slowly.
+* ``vl``: the built-in tiny Qwen2-VL learns dense captions of the synthetic
+  corpus (``hardmine.data.synth``) through the YAML entry point
+  (``run_training``); the corpus marks its hard slice in ``metadata.slice``.
+
+Arms (same data, same number of optimizer steps; an arm and its control share
+initialisation and data order until the arm's first plan applies, which the
+benchmark checks and reports):
+
+* ``uniform``: the control, mining enabled with a trigger that never fires;
+* ``defaults``: hardmine's defaults, the trigger forced to fire at
+  ``--mine-from`` so that every mining arm changes the run at the same epoch;
+* ``original``: the first rule (EMA, top-k 10%, weight 3, no guard, no
+  progress correction, aggregated from epoch 0);
+* ``guard_off`` / ``correction_off``: the defaults less one part;
+* ``sticky_guard``: the defaults with the guard rule ``sticky`` (a sample that
+  once failed the guard stays excluded), the candidate rule of issue 8.
+
+Conditions: ``clean`` labels, and ``noisy``: 10% of the target training labels
+replaced by wrong ones (indices kept, evaluation always clean), so the mined
+set's share of corrupted samples can be measured against its base rate.
+
+When the default plateau trigger would have fired is read by replaying it on
+the control run's monitored values: until mining starts the runs are identical,
+so the replay is exact.
+
+Writes ``<out>/quality.json`` (every run, every epoch, and a summary).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import random
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+NEVER = 10_000  # a start epoch no run reaches: the control's trigger never fires
+FORCE_DELTA = 1e6  # "improved by less than 10^6 relative" always holds: fire at start_epoch
+ARMS = ("uniform", "defaults", "original", "guard_off", "correction_off", "sticky_guard")
+CONDITIONS = ("clean", "noisy")
+NOISE_SHARE = 0.1
+LETTERS = "abcdefgh"
+
+
+# ------------------------------------------------------------------ sizes
+@dataclasses.dataclass(frozen=True)
+class TextSize:
+    """Most samples reverse a string (learnt within a few epochs); the hard
+    slice sorts one (the same letters, a rarer and harder rule, learnt slowly)."""
+
+    train: int = 1200
+    val: int = 300
+    hard_share: float = 0.1
+    easy_len: tuple[int, int] = (3, 6)
+    hard_len: tuple[int, int] = (4, 6)
+    easy_op: str = "reverse"
+    hard_op: str = "sort"
+    epochs: int = 8
+    batch: int = 16
+    lr: float = 3e-3
+
+
+@dataclasses.dataclass(frozen=True)
+class VLSize:
+    train: int = 300
+    val: int = 80
+    epochs: int = 10
+    batch: int = 8
+    lr: float = 2e-3
+
+
+FULL = {"text": TextSize(), "vl": VLSize()}
+QUICK = {
+    "text": TextSize(train=96, val=48, epochs=3, hard_share=0.25),
+    "vl": VLSize(train=24, val=12, epochs=3),
+}
+# Seeds and arms of the full suite per task. The VL task costs ~6x the text
+# task a run, so it runs the arms that answer issue 8's questions (defaults,
+# the original rule's harm, the candidate guard) on 3 seeds; the ablations
+# run on the text task, with 5 seeds.
+FULL_PLAN = {
+    "text": ([0, 1, 2, 3, 4], list(ARMS)),
+    "vl": ([0, 1, 2], ["uniform", "defaults", "original", "sticky_guard"]),
+}
+
+
+# ------------------------------------------------------------------ arms
+def arm_settings(arm: str, *, mine_from: int, train_size: int):
+    """The MiningSettings of one arm (the library's own classes, nothing reimplemented)."""
+    from hardmine.core import GuardSettings, MiningSettings, SelectorSettings, TriggerSettings
+
+    forced = TriggerSettings(start_epoch=mine_from, plateau_delta=FORCE_DELTA)
+    if arm == "uniform":
+        return MiningSettings(trigger=TriggerSettings(start_epoch=NEVER))
+    if arm == "defaults":
+        return MiningSettings(trigger=forced)
+    if arm == "original":
+        return MiningSettings(
+            trigger=forced,
+            selector=SelectorSettings(mode="top_k", k=math.ceil(0.1 * train_size), value=None),
+            guard=GuardSettings(enabled=False),
+            aggregation="ema",
+            progress_correction=False,
+            history_epochs=mine_from,  # aggregate from epoch 0: the first rule kept everything
+            hard_weight=3.0,
+        )
+    if arm == "guard_off":
+        return MiningSettings(trigger=forced, guard=GuardSettings(enabled=False))
+    if arm == "correction_off":
+        return MiningSettings(trigger=forced, progress_correction=False)
+    if arm == "sticky_guard":
+        return MiningSettings(trigger=forced, guard=GuardSettings(rule="sticky"))
+    raise ValueError(f"unknown arm {arm!r}; expected one of {ARMS}")
+
+
+def settings_as_yaml(settings) -> dict[str, Any]:
+    """The ``custom.hard_sample_mining`` section that gives ``settings`` (for the entry point)."""
+    s = settings
+    guard = {
+        "enabled": s.guard.enabled,
+        "min_improvement": s.guard.min_improvement,
+        "window": s.guard.window,
+        "max_hard_streak": s.guard.max_hard_streak,
+    }
+    return {
+        "enabled": True,
+        "start_epoch": s.trigger.start_epoch,
+        "plateau_delta": s.trigger.plateau_delta,
+        "patience": s.trigger.patience,
+        "selector": {"mode": s.selector.mode, **({"k": s.selector.k} if s.selector.mode == "top_k" else {"value": s.selector.value})},
+        "aggregation": {
+            "mode": s.aggregation,
+            "ema_decay": s.ema_decay,
+            "progress_correction": s.progress_correction,
+            "level_decay": s.level_decay,
+            "history_epochs": s.history_epochs,
+        },
+        "noise_guard": guard,
+        "hard_weight": s.hard_weight,
+        "dump": True,
+    }
+
+
+# ------------------------------------------------------------------ evaluation (shared)
+def per_sample_scores(logits, labels, tokenizer=None) -> dict[str, np.ndarray]:
+    """Per sample: mean CE over supervised tokens, correct and supervised token counts.
+
+    Shifted as the model shifts its labels (logit t predicts label t+1). A
+    sample whose every supervised token is the argmax under teacher forcing is
+    exactly the sample greedy decoding reproduces, so ``correct == tokens`` is
+    exact match without generating.
+    """
+    import torch
+
+    logits = logits[:, :-1].float()
+    target = labels[:, 1:]
+    mask = target != -100
+    safe = target.clamp(min=0)
+    ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), safe, reduction="none") * mask
+    hit = (logits.argmax(-1) == safe) & mask
+    tokens = mask.sum(1)
+    scores = {
+        "loss": (ce.sum(1) / tokens.clamp(min=1)).numpy(),
+        "correct": hit.sum(1).numpy(),
+        "tokens": tokens.numpy(),
+    }
+    if tokenizer is not None:
+        pairs = [description_hits(target[b][mask[b]].tolist(), hit[b][mask[b]].numpy(), tokenizer) for b in range(target.shape[0])]
+        scores["desc_correct"] = np.asarray([h for h, _ in pairs])
+        scores["desc_total"] = np.asarray([t for _, t in pairs])
+    return scores
+
+
+DESC_VALUE = re.compile(r'"desc":"([^"]*)"')
+
+
+def description_hits(token_ids: list[int], correct: np.ndarray, tokenizer) -> tuple[int, int]:
+    """(objects whose description words are all predicted, objects) in one rendered caption.
+
+    Dense-caption loss is dominated by coordinate digits, which a tiny model
+    learns last; whether it names each object right ("purple triangle") is
+    what the hard slice (rare colours, low contrast) is about.
+    """
+    pieces = [tokenizer.decode([t]) for t in token_ids]
+    ends = np.cumsum([len(p) for p in pieces])
+    starts = ends - np.asarray([len(p) for p in pieces])
+    hits = total = 0
+    for match in DESC_VALUE.finditer("".join(pieces)):
+        lo, hi = match.span(1)
+        total += 1
+        hits += bool(correct[(starts < hi) & (ends > lo)].all())
+    return hits, total
+
+
+def score_batches(model, batches, tokenizer=None) -> dict[str, np.ndarray]:
+    """Concatenated per-sample scores over ``batches`` (dicts of model inputs)."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    parts = []
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                out = model(**batch)
+                parts.append(per_sample_scores(out.logits, batch["labels"], tokenizer))
+    finally:
+        model.train(was_training)
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def slice_metrics(scores: dict[str, np.ndarray], is_hard: np.ndarray) -> dict[str, dict[str, float]]:
+    """Loss (mean of per-sample means), token accuracy and exact match, per slice."""
+    out = {}
+    for name, mask in (("hard", is_hard), ("rest", ~is_hard), ("all", np.ones_like(is_hard))):
+        if not mask.any():
+            continue
+        correct, tokens = scores["correct"][mask], scores["tokens"][mask]
+        out[name] = {
+            "loss": float(np.mean(scores["loss"][mask])),
+            "token_acc": float(correct.sum() / max(tokens.sum(), 1)),
+            "exact": float(np.mean(correct == tokens)),
+        }
+        if "desc_total" in scores:
+            out[name]["desc_acc"] = float(scores["desc_correct"][mask].sum() / max(scores["desc_total"][mask].sum(), 1))
+    return out
+
+
+# ------------------------------------------------------------------ text task
+def spaced(letters: str) -> str:
+    return " " + " ".join(letters)
+
+
+def make_text_data(size: TextSize, seed: int) -> dict[str, Any]:
+    """Reversal examples; hard = long strings. Train and val drawn from separate streams."""
+    def draw(n: int, stream: int):
+        rng = random.Random(seed * 1000 + stream)
+        n_hard = round(size.hard_share * n)
+        hard = [i < n_hard for i in range(n)]
+        rng.shuffle(hard)
+        words = []
+        for h in hard:
+            low, high = size.hard_len if h else size.easy_len
+            words.append("".join(rng.choice(LETTERS) for _ in range(rng.randint(low, high))))
+        return words, np.asarray(hard)
+
+    train_words, train_hard = draw(size.train, 1)
+    val_words, val_hard = draw(size.val, 2)
+    train_ops = [size.hard_op if h else size.easy_op for h in train_hard]
+    corrupted = corrupted_indices(size.train, seed)
+    rng = random.Random(seed * 1000 + 3)
+    noisy_answers = {}
+    for i in corrupted.tolist():
+        right = OPS[train_ops[i]](train_words[i])
+        wrong = right
+        while wrong == right:  # a wrong label, never the right one by chance
+            wrong = "".join(rng.choice(LETTERS) for _ in right)
+        noisy_answers[i] = wrong
+    return {
+        "train_words": train_words, "train_hard": train_hard, "train_ops": train_ops,
+        "val_words": val_words, "val_hard": val_hard, "val_ops": [size.hard_op if h else size.easy_op for h in val_hard],
+        "corrupted": corrupted, "noisy_answers": noisy_answers,
+    }
+
+
+OPS: dict[str, Callable[[str], str]] = {"reverse": lambda w: w[::-1], "sort": lambda w: "".join(sorted(w))}
+
+
+def corrupted_indices(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng([seed, 8, 1])
+    return np.sort(rng.choice(n, size=round(NOISE_SHARE * n), replace=False))
+
+
+def encode_example(tokenizer, op: str, word: str, answer: str) -> dict[str, list[int]]:
+    prompt = tokenizer(f"{op}{spaced(word)} =", add_special_tokens=False)["input_ids"]
+    target = tokenizer(spaced(answer), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    return {"input_ids": prompt + target, "labels": [-100] * len(prompt) + target}
+
+
+def pad_batch(features, pad_id: int):
+    import torch
+
+    width = max(len(f["input_ids"]) for f in features)
+    return {
+        "input_ids": torch.tensor([f["input_ids"] + [pad_id] * (width - len(f["input_ids"])) for f in features]),
+        "labels": torch.tensor([f["labels"] + [-100] * (width - len(f["labels"])) for f in features]),
+        "attention_mask": torch.tensor([[1] * len(f["input_ids"]) + [0] * (width - len(f["input_ids"])) for f in features]),
+    }
+
+
+def run_text(size: TextSize, data: dict, *, condition: str, seed: int, arm: str, mine_from: int, out_dir: Path) -> dict:
+    import torch
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    from hardmine.models.builtin import load_model_and_processor
+    from hardmine.train.library import HardMiningMixin, mining_kwargs
+
+    class MinedTrainer(HardMiningMixin, Trainer):
+        pass
+
+    model, tokenizer, _ = load_model_and_processor("builtin:tiny-text")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    noisy = condition == "noisy"
+    train = [
+        encode_example(tokenizer, op, w, data["noisy_answers"][i] if noisy and i in data["noisy_answers"] else OPS[op](w))
+        for i, (op, w) in enumerate(zip(data["train_ops"], data["train_words"]))
+    ]
+    val = [encode_example(tokenizer, op, w, OPS[op](w)) for op, w in zip(data["val_ops"], data["val_words"])]
+    val_batches = [pad_batch(val[i : i + 64], pad_id) for i in range(0, len(val), 64)]
+    val_hard = data["val_hard"]
+
+    class EpochEval(TrainerCallback):
+        def __init__(self):
+            self.rows = []
+
+        def on_epoch_end(self, args, state, control, model=None, **kwargs):
+            epoch = int(round(state.epoch or 0)) - 1
+            self.rows.append({"epoch": epoch, **slice_metrics(score_batches(model, val_batches), val_hard)})
+
+    args = TrainingArguments(
+        output_dir=str(out_dir), num_train_epochs=size.epochs, per_device_train_batch_size=size.batch,
+        learning_rate=size.lr, logging_steps=10_000, report_to=[], disable_tqdm=True, seed=seed,
+        save_strategy="no", dataloader_pin_memory=False, use_cpu=True,
+    )
+    settings = arm_settings(arm, mine_from=mine_from, train_size=len(train))
+    evaluation = EpochEval()
+    trainer = MinedTrainer(
+        model=model, args=args, callbacks=[evaluation],
+        **mining_kwargs(train, lambda f: pad_batch(f, pad_id), args=args, settings=settings),
+    )
+    trainer.train()
+    return {
+        "epochs": evaluation.rows,
+        "mining": [dict(r) for r in trainer.mining.history],
+        "steps": int(trainer.state.global_step),
+    }
+
+
+# ------------------------------------------------------------------ VL task
+COLOUR_WORDS = ("red", "green", "blue", "yellow", "purple", "orange", "cyan", "pink")
+SHAPE_WORDS = ("square", "triangle", "pentagon", "line")
+
+
+def make_vl_data(size: VLSize, seed: int, root: Path) -> dict[str, Any]:
+    """The synthetic corpus (target only) and a copy of its train split with 10% wrong labels."""
+    from hardmine.data.synth import make_dataset
+
+    make_dataset(root, seed=seed, target_size=size.train, source_sizes={}, val_size=size.val)
+    target = root / "target"
+    train_lines = (target / "train.jsonl").read_text(encoding="utf-8").splitlines()
+    val_lines = (target / "val.jsonl").read_text(encoding="utf-8").splitlines()
+    corrupted = corrupted_indices(len(train_lines), seed)
+    rng = np.random.default_rng([seed, 8, 2])
+    noisy_lines = list(train_lines)
+    for i in corrupted.tolist():
+        record = json.loads(train_lines[i])
+        for obj in record["objects"]:
+            obj["desc"] = wrong_description(obj["desc"], rng)
+        noisy_lines[i] = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+    (target / "train_noisy.jsonl").write_text("".join(l + "\n" for l in noisy_lines), encoding="utf-8")
+    return {
+        "train_jsonl": {"clean": target / "train.jsonl", "noisy": target / "train_noisy.jsonl"},
+        "val_jsonl": target / "val.jsonl",
+        "train_hard": np.asarray([json.loads(l)["metadata"]["slice"] == "hard" for l in train_lines]),
+        "val_hard": np.asarray([json.loads(l)["metadata"]["slice"] == "hard" for l in val_lines]),
+        "corrupted": corrupted,
+    }
+
+
+def wrong_description(desc: str, rng: np.random.Generator) -> str:
+    """Another colour and another shape than the true ones: a label error, not a paraphrase."""
+    colour, shape = desc.split(" ", 1)
+    colours = [c for c in COLOUR_WORDS if c != colour]
+    shapes = [s for s in SHAPE_WORDS if s != shape]
+    return f"{colours[int(rng.integers(len(colours)))]} {shapes[int(rng.integers(len(shapes)))]}"
+
+
+def run_vl(size: VLSize, data: dict, *, condition: str, seed: int, arm: str, mine_from: int, out_dir: Path) -> dict:
+    import yaml
+
+    from hardmine.config import load_config
+    from hardmine.data.collate import split_metadata
+    from hardmine.train.entry import CHECKS, run_training
+
+    settings = arm_settings(arm, mine_from=mine_from, train_size=len(data["train_hard"]))
+    tree = {
+        "model": {"model": "builtin:tiny-qwen2-vl"},
+        "training": {
+            "output_dir": str(out_dir), "num_train_epochs": size.epochs, "per_device_train_batch_size": size.batch,
+            "per_device_eval_batch_size": 16, "learning_rate": size.lr, "warmup_steps": 10,
+            "lr_scheduler_type": "cosine", "weight_decay": 0.0, "logging_steps": 10_000, "save_strategy": "no",
+            "eval_strategy": "no", "report_to": [], "seed": seed, "disable_tqdm": True, "use_cpu": True,
+        },
+        "data": {"num_workers": 0, "max_length": 512, "pin_memory": False},
+        "custom": {
+            "train_jsonl": str(data["train_jsonl"][condition]),
+            "val_jsonl": str(data["val_jsonl"]),
+            "augmentation": {"enabled": False},
+            "hard_sample_mining": {**settings_as_yaml(settings), "start_epoch": min(settings.trigger.start_epoch, size.epochs - 2)},
+        },
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config = out_dir / "config.yaml"
+    config.write_text(yaml.safe_dump(tree, sort_keys=False), encoding="utf-8")
+    # The engine gets the arm's settings exactly; the rest of the pipeline is the
+    # entry point's. Why not through the YAML alone: the schema rightly rejects a
+    # trigger that can never fire (the control's), and has no key for the guard's rule.
+    result = _with_settings(settings, lambda: run_training(load_config(config, checks=CHECKS), slice_eval=True))
+    trainer = result.trainer
+    val_ds = next(iter(trainer.eval_dataset.values()))
+    collator = trainer.data_collator
+    batches = []
+    for lo in range(0, len(val_ds), 16):
+        inputs, _ = split_metadata(collator([val_ds[i] for i in range(lo, min(lo + 16, len(val_ds)))]))
+        batches.append(inputs)
+    tokenizer = getattr(val_ds.processor, "tokenizer", val_ds.processor)
+    final = slice_metrics(score_batches(trainer.model, batches, tokenizer), data["val_hard"])
+    epochs = [
+        {"epoch": r["epoch"], "hard": {"loss": r["slice/hard_loss"]}, "rest": {"loss": r["slice/easy_loss"]}}
+        for r in result.slice_history
+    ]
+    share = float(np.mean(data["val_hard"]))
+    for row in epochs:
+        row["all"] = {"loss": share * row["hard"]["loss"] + (1 - share) * row["rest"]["loss"]}
+    epochs[-1].update(final)  # the last epoch's full scores (token accuracy too)
+    return {"epochs": epochs, "mining": [dict(r) for r in result.mining_history], "steps": int(trainer.state.global_step)}
+
+
+def _with_settings(settings, fn: Callable[[], Any]):
+    from hardmine.config.schema import HardSampleMiningSection
+
+    original = HardSampleMiningSection.to_settings
+    HardSampleMiningSection.to_settings = lambda self: settings
+    try:
+        return fn()
+    finally:
+        HardSampleMiningSection.to_settings = original
+
+
+# ------------------------------------------------------------------ mined sets and trigger
+def read_mined_sets(run_dir: Path) -> dict[int, np.ndarray]:
+    """Epoch -> mined base_idx, from the run's dumps (``hard_samples_epoch_{n}.json``)."""
+    out = {}
+    for path in sorted(run_dir.glob("hard_samples_epoch_*.json")):
+        dump = json.loads(path.read_text(encoding="utf-8"))
+        out[int(dump["epoch"])] = np.asarray([s["base_idx"] for s in dump["samples"]], dtype=np.int64)
+    return out
+
+
+def mined_shares(mined: dict[int, np.ndarray], is_hard: np.ndarray, corrupted: np.ndarray | None) -> list[dict]:
+    rows = []
+    is_corrupted = np.zeros(is_hard.size, bool)
+    if corrupted is not None:
+        is_corrupted[corrupted] = True
+    for epoch, base in sorted(mined.items()):
+        rows.append(
+            {
+                "epoch": epoch,
+                "num_mined": int(base.size),
+                "hard_share": float(is_hard[base].mean()) if base.size else None,
+                "corrupted_share": (float(is_corrupted[base].mean()) if base.size else None) if corrupted is not None else None,
+            }
+        )
+    return rows
+
+
+def replay_trigger(monitored: dict[int, float], **trigger_kwargs) -> int | None:
+    """The epoch at whose end a plateau trigger with these settings fires (None: never)."""
+    from hardmine.core import PlateauTrigger, TriggerSettings
+
+    trigger = PlateauTrigger(TriggerSettings(**trigger_kwargs))
+    for epoch in sorted(monitored):
+        if trigger.update(epoch, monitored[epoch]):
+            return trigger.activated_at
+    return None
+
+
+# ------------------------------------------------------------------ the suite
+def run_suite(opts) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    sizes = QUICK if opts.quick else FULL
+    out = Path(opts.out)
+    work = Path(opts.work)
+    runs = []
+    started = time.perf_counter()
+    for task in opts.tasks:
+        size = sizes[task]
+        seeds, arms = opts.plan[task]
+        for seed in seeds:
+            data_dir = work / task / f"seed{seed}"
+            data = make_text_data(size, seed) if task == "text" else make_vl_data(size, seed, data_dir / "data")
+            for condition in opts.conditions:
+                for arm in arms:
+                    run_dir = data_dir / condition / arm
+                    shutil.rmtree(run_dir, ignore_errors=True)  # dumps of an earlier run would be read as this one's
+                    t0 = time.perf_counter()
+                    runner = run_text if task == "text" else run_vl
+                    result = runner(size, data, condition=condition, seed=seed, arm=arm, mine_from=opts.mine_from, out_dir=run_dir)
+                    corrupted = data["corrupted"] if condition == "noisy" else None
+                    result.update(
+                        task=task, condition=condition, seed=seed, arm=arm, wall_s=round(time.perf_counter() - t0, 2),
+                        mined=mined_shares(read_mined_sets(run_dir), data["train_hard"], corrupted),
+                        base_rates={
+                            "hard": float(np.mean(data["train_hard"])),
+                            "corrupted": NOISE_SHARE if corrupted is not None else 0.0,
+                        },
+                    )
+                    runs.append(result)
+                    print(progress_line(result), flush=True)
+    report = {
+        "benchmark": "hardmine.quality/1",
+        "mode": "quick" if opts.quick else "full",
+        "meta": machine_meta(),
+        "setup": {
+            "tasks": {t: dataclasses.asdict(sizes[t]) for t in opts.tasks},
+            "plan": {t: {"seeds": opts.plan[t][0], "arms": opts.plan[t][1]} for t in opts.tasks},
+            "arms": [a for a in ARMS if any(a in opts.plan[t][1] for t in opts.tasks)],
+            "conditions": list(opts.conditions),
+            "seeds": sorted({s for t in opts.tasks for s in opts.plan[t][0]}),
+            "mine_from": opts.mine_from, "noise_share": NOISE_SHARE,
+        },
+        "wall_s": round(time.perf_counter() - started, 1),
+        "runs": runs,
+    }
+    report["summary"] = summarize(runs, opts.mine_from)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "quality.json").write_text(json.dumps(report, indent=1, default=_json_default) + "\n", encoding="utf-8")
+    return report
+
+
+def progress_line(r: dict) -> str:
+    last = r["epochs"][-1]
+    corrupted = [m["corrupted_share"] for m in r["mined"] if m["corrupted_share"] is not None]
+    return (
+        f"{r['task']:>4} {r['condition']:>5} seed {r['seed']} {r['arm']:>14}: hard loss {last['hard']['loss']:.4f} "
+        f"rest {last['rest']['loss']:.4f} all {last['all']['loss']:.4f}"
+        + (f" acc hard {last['hard']['token_acc']:.3f}" if "token_acc" in last["hard"] else "")
+        + (f" mined corrupted {np.mean(corrupted):.2f}" if corrupted else "")
+        + f" ({r['wall_s']:.0f} s)"
+    )
+
+
+# ------------------------------------------------------------------ summary
+def _group(runs, *keys):
+    groups: dict[tuple, list] = {}
+    for r in runs:
+        groups.setdefault(tuple(r[k] for k in keys), []).append(r)
+    return groups
+
+
+def final_metric(run: dict, slice_name: str, metric: str) -> float | None:
+    value = run["epochs"][-1].get(slice_name, {}).get(metric)
+    return None if value is None else float(value)
+
+
+def fired_epoch(run: dict) -> int | None:
+    for row in run["mining"]:
+        if row.get("hsm/active"):
+            return int(row["epoch"])
+    return None
+
+
+def identical_until_plan(run: dict, control: dict) -> bool | None:
+    """Whether ``run`` equals its control (eval scores and monitored train loss) until its first plan applies."""
+    fired = fired_epoch(run)
+    if fired is None:
+        return None
+    evals = {r["epoch"]: r for r in run["epochs"]}
+    ctrl_evals = {r["epoch"]: r for r in control["epochs"]}
+    mon = {r["epoch"]: r.get("hsm/monitored") for r in run["mining"]}
+    ctrl_mon = {r["epoch"]: r.get("hsm/monitored") for r in control["mining"]}
+    for epoch in range(fired + 1):
+        if evals.get(epoch, {}).get("hard") != ctrl_evals.get(epoch, {}).get("hard"):
+            return False
+        if mon.get(epoch) != ctrl_mon.get(epoch):
+            return False
+    return True
+
+
+def stats(values: list[float]) -> dict[str, float]:
+    a = np.asarray(values, dtype=float)
+    return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if a.size > 1 else 0.0, "min": float(a.min()), "max": float(a.max())}
+
+
+METRICS = [(s, m) for m in ("loss", "token_acc", "exact", "desc_acc") for s in ("hard", "rest", "all")]
+LOWER_IS_BETTER = {"loss"}
+
+
+def summarize(runs: list[dict], mine_from: int) -> dict:
+    """Per task, condition and arm: final metrics over seeds and paired differences to uniform."""
+    summary: dict[str, Any] = {}
+    for (task, condition), group in sorted(_group(runs, "task", "condition").items()):
+        controls = {r["seed"]: r for r in group if r["arm"] == "uniform"}
+        entry: dict[str, Any] = {"arms": {}, "trigger": trigger_summary(controls, mine_from)}
+        for (arm,), arm_runs in sorted(_group(group, "arm").items()):
+            arm_runs = sorted(arm_runs, key=lambda r: r["seed"])
+            a: dict[str, Any] = {"seeds": [r["seed"] for r in arm_runs], "metrics": {}, "paired": {}}
+            for slice_name, metric in METRICS:
+                values = [final_metric(r, slice_name, metric) for r in arm_runs]
+                if any(v is None for v in values):
+                    continue
+                key = f"{slice_name}_{metric}"
+                a["metrics"][key] = stats(values)
+                if arm != "uniform" and all(r["seed"] in controls for r in arm_runs):
+                    base = [final_metric(controls[r["seed"]], slice_name, metric) for r in arm_runs]
+                    diffs = [v - b for v, b in zip(values, base)]
+                    rel = [(v - b) / b if b else None for v, b in zip(values, base)]
+                    better = [(d < 0) if metric in LOWER_IS_BETTER else (d > 0) for d in diffs]
+                    a["paired"][key] = {
+                        "diff": diffs, "relative": rel, "mean_diff": float(np.mean(diffs)),
+                        "mean_relative": float(np.mean([x for x in rel if x is not None])) if any(x is not None for x in rel) else None,
+                        "better_in": int(sum(better)), "of": len(better),
+                    }
+            a["fired_epoch"] = [fired_epoch(r) for r in arm_runs]
+            if arm != "uniform":
+                a["identical_until_first_plan"] = [
+                    identical_until_plan(r, controls[r["seed"]]) if r["seed"] in controls else None for r in arm_runs
+                ]
+            a["mined"] = mined_summary(arm_runs)
+            a["guard_exclusions"] = guard_summary(arm_runs)
+            entry["arms"][arm] = a
+        summary[f"{task}/{condition}"] = entry
+    return summary
+
+
+def mined_summary(arm_runs: list[dict]) -> dict:
+    """Mean over seeds, per epoch and overall, of the mined set's hard and corrupted shares."""
+    by_epoch: dict[int, dict[str, list]] = {}
+    for r in arm_runs:
+        for m in r["mined"]:
+            row = by_epoch.setdefault(m["epoch"], {"num_mined": [], "hard_share": [], "corrupted_share": []})
+            for k in row:
+                if m[k] is not None:
+                    row[k].append(m[k])
+    per_epoch = {
+        str(e): {k: (float(np.mean(v)) if v else None) for k, v in row.items()} for e, row in sorted(by_epoch.items())
+    }
+    overall = {}
+    for k in ("hard_share", "corrupted_share"):
+        values = [m[k] for r in arm_runs for m in r["mined"] if m[k] is not None]
+        overall[k] = float(np.mean(values)) if values else None
+    base = arm_runs[0]["base_rates"]
+    overall["hard_ratio_to_base"] = overall["hard_share"] / base["hard"] if overall["hard_share"] is not None and base["hard"] else None
+    overall["corrupted_ratio_to_base"] = (
+        overall["corrupted_share"] / base["corrupted"] if overall["corrupted_share"] is not None and base["corrupted"] else None
+    )
+    return {"per_epoch": per_epoch, "overall": overall, "base_rates": base}
+
+
+def guard_summary(arm_runs: list[dict]) -> dict:
+    """Per epoch, the guard's exclusions by rule, mean over seeds."""
+    by_epoch: dict[int, dict[str, list]] = {}
+    for r in arm_runs:
+        for row in r["mining"]:
+            if not row.get("hsm/active"):
+                continue
+            slot = by_epoch.setdefault(int(row["epoch"]), {})
+            for k, v in row.items():
+                if k.startswith("hsm/excluded_") or k in ("hsm/eligible", "hsm/num_hard"):
+                    slot.setdefault(k.removeprefix("hsm/"), []).append(float(v))
+    return {str(e): {k: float(np.mean(v)) for k, v in slot.items()} for e, slot in sorted(by_epoch.items())}
+
+
+def trigger_summary(controls: dict[int, dict], mine_from: int) -> dict:
+    """When plateau triggers would fire on the control runs (exact: runs match until mining starts)."""
+    from hardmine.core import TriggerSettings
+
+    default = TriggerSettings()
+    out: dict[str, Any] = {"forced_epoch": mine_from, "default": {}, "candidates": {}}
+    for seed, run in sorted(controls.items()):
+        monitored = {int(r["epoch"]): float(r["hsm/monitored"]) for r in run["mining"] if r.get("hsm/monitored") is not None}
+        out.setdefault("monitored", {})[str(seed)] = monitored
+        out["default"][str(seed)] = replay_trigger(monitored, start_epoch=default.start_epoch,
+                                                   plateau_delta=default.plateau_delta, patience=default.patience)
+        for delta in (0.1, 0.2, 0.3):
+            out["candidates"].setdefault(f"plateau_delta={delta}", {})[str(seed)] = replay_trigger(
+                monitored, start_epoch=default.start_epoch, plateau_delta=delta, patience=default.patience
+            )
+    return out
+
+
+# ------------------------------------------------------------------ provenance
+def machine_meta() -> dict[str, Any]:
+    import torch
+    import transformers
+
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return None
+
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": platform.machine(),
+        "processor": _cpu_name(),
+        "cpus": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _json_default(x):
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, one seed, two arms, clean and noisy (~2 min)")
+    ap.add_argument("--tasks", nargs="+", default=None, choices=("text", "vl"))
+    ap.add_argument("--arms", nargs="+", default=None, choices=ARMS)
+    ap.add_argument("--conditions", nargs="+", default=None, choices=CONDITIONS)
+    ap.add_argument("--seeds", nargs="+", type=int, default=None)
+    ap.add_argument("--mine-from", type=int, default=None, help="the epoch at whose end every mining arm first mines")
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    ap.add_argument("--work", default="/tmp/hardmine-quality", help="corpora, runs and dumps")
+    opts = ap.parse_args(argv)
+    opts.tasks = opts.tasks or ["text", "vl"]
+    opts.conditions = opts.conditions or list(CONDITIONS)
+    opts.mine_from = opts.mine_from if opts.mine_from is not None else (1 if opts.quick else 2)
+    opts.plan = {}
+    for task in opts.tasks:
+        seeds, arms = ([0], ["uniform", "defaults"]) if opts.quick else FULL_PLAN[task]
+        seeds = opts.seeds if opts.seeds is not None else seeds
+        arms = opts.arms or arms
+        if "uniform" not in arms:
+            arms = ["uniform", *arms]  # every comparison is paired with the control
+        opts.plan[task] = (list(seeds), [a for a in ARMS if a in arms])
+    return opts
+
+
+def main(argv=None) -> int:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+    opts = parse_args(argv)
+    report = run_suite(opts)
+    print(f"wrote {Path(opts.out) / 'quality.json'} ({report['wall_s']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
