@@ -27,7 +27,7 @@ breaks selection ties)::
     count       uint32   observations in the aggregate
     last        float32  last raw loss (NaN: never seen)
     corrected   float32  aggregate in progress-corrected units (what is ranked)
-    loss        float32  aggregate in loss units: corrected * meta["scale"]
+    loss        float32  aggregate in loss units: corrected * meta["scale"] (NaN: unobserved)
     excluded    uint8    bit i set: rule meta["rules"][i] excluded the sample
     eligible    bool     passed every rule (the selector's candidates)
     hard        bool     selected
@@ -235,7 +235,8 @@ def population_table(
                 "count": np.asarray(view.count, np.uint32).copy(),
                 "last": np.asarray(view.last, np.float32).copy(),
                 "corrected": corrected,
-                "loss": (corrected * np.float32(scale)).astype(np.float32),
+                # NaN where no observation was aggregated: a 0 there would read as "easy".
+                "loss": np.where(view.count > 0, corrected * np.float32(scale), np.float32(np.nan)).astype(np.float32),
                 "excluded": _rule_bits(view.count, view.history, view.hard_bits, guard, earlier),
                 "eligible": eligible,
                 "hard": hard,
