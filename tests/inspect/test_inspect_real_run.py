@@ -84,6 +84,10 @@ def test_json_matches_the_dumps(tiny_runs, cli):
         assert e["excluded"] == dump["decision"]["excluded"] and e["eligible"] == dump["decision"]["eligible"]
         assert e["selection"] == dump["selection"] and e["cut"] == dump["decision"]["cut"]
         assert e["loss_quantiles"] == dump["decision"]["quantiles"]
+        pop = e["population"]
+        assert pop["file"] == dump["population"] and pop["samples"] == 48 and pop["hard"] == dump["num_hard"]
+        assert pop["eligible"] == dump["decision"]["eligible"]
+        assert {k: pop["excluded"][k] for k in dump["decision"]["excluded"]} == dump["decision"]["excluded"]
         shares = e["slices"]["hard_set"]
         assert sum(shares.values()) == pytest.approx(1.0)
         assert shares.get("hard", 0.0) == pytest.approx(sum(r["slice"] == "hard" for r in dump["samples"]) / dump["num_hard"])

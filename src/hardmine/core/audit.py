@@ -305,20 +305,22 @@ def write_population(population: Population, directory: str | os.PathLike) -> Pa
     return path
 
 
-def read_population(path: str | os.PathLike) -> Population:
-    """Read a population file; ValueError naming the file when it is not one."""
+def read_population(path: str | os.PathLike, columns: Sequence[str] | None = None) -> Population:
+    """Read a population file (only ``columns``, if given); ValueError naming the file when it is not one."""
+    wanted = None if columns is None else set(columns)
     try:
         # Our own handle: np.load leaks the one it opens when the zip is broken.
         with open(path, "rb") as f, np.load(f, allow_pickle=False) as data:
             meta = json.loads(data["meta"].tobytes().decode("utf-8"))
-            columns = {k: data[k] for k in data.files if k != "meta"}
+            present = set(data.files)
+            columns = {k: data[k] for k in data.files if k != "meta" and (wanted is None or k in wanted)}
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
         # np.load raises all of these for truncated or foreign files.
         raise ValueError(f"{path}: not a readable hardmine population file ({type(e).__name__}: {e})") from None
     if not isinstance(meta, dict) or meta.get("format") != POPULATION_FORMAT:
         got = meta.get("format") if isinstance(meta, dict) else meta
         raise ValueError(f"{path}: format {got!r}, expected {POPULATION_FORMAT!r}")
-    missing = sorted({"sample_id", "corrected", "eligible", "hard", "excluded"} - set(columns))
+    missing = sorted(({"sample_id", "corrected", "eligible", "hard", "excluded"} if wanted is None else wanted) - present)
     if missing:
         raise ValueError(f"{path}: population file lacks column(s) {missing}")
     return Population(meta, columns)

@@ -52,7 +52,29 @@ def churn(current: list[dict], previous: list[dict] | None) -> dict[str, Any]:
     }
 
 
-def slice_shares(run: Run, epoch: int, dump: dict) -> dict[str, Any] | None:
+def population_summary(run: Run, epoch: int) -> dict[str, Any] | None:
+    """What the epoch's population file holds: sample counts, eligible ones, and each rule's exclusions."""
+    population = run.population(epoch, columns=("eligible", "hard", "excluded", "slice"))
+    if population is None:
+        return None
+    cols = population.columns
+    rules = population.meta.get("rules", [])
+    excluded = {rule: int(np.count_nonzero(cols["excluded"] & np.uint8(1 << i))) for i, rule in enumerate(rules)}
+    out = {
+        "file": run.dumps[epoch]["population"],
+        "samples": int(cols["eligible"].size),
+        "eligible": int(cols["eligible"].sum()),
+        "hard": int(cols["hard"].sum()),
+        "excluded": excluded,
+    }
+    names = population.meta.get("slices") or []
+    if names:
+        codes = cols["slice"][cols["eligible"]]
+        out["eligible_slices"] = _shares(names[c] if c >= 0 else None for c in codes.tolist())
+    return out
+
+
+def slice_shares(dump: dict, population: dict[str, Any] | None) -> dict[str, Any] | None:
     """Share of each ``metadata.slice`` in the hard set, the dataset and (with a population) the eligible set."""
     rows = dump["samples"]
     if not any("slice" in r for r in rows) and not any(d.get("slices") for d in (dump.get("datasets") or {}).values()):
@@ -64,11 +86,8 @@ def slice_shares(run: Run, epoch: int, dump: dict) -> dict[str, Any] | None:
             dataset_counts[name] = dataset_counts.get(name, 0) + int(count)
     total = sum(dataset_counts.values())
     out["dataset"] = {k: v / total for k, v in sorted(dataset_counts.items())} if total else {}
-    population = run.population(epoch)
-    if population is not None and population.meta.get("slices"):
-        names = population.meta["slices"]
-        codes = population.columns["slice"][population.columns["eligible"]]
-        out["eligible"] = _shares(names[c] if c >= 0 else None for c in codes.tolist())
+    if population is not None and "eligible_slices" in population:
+        out["eligible"] = population["eligible_slices"]
     return out
 
 
@@ -96,6 +115,7 @@ def epoch_report(run: Run, epoch: int, previous_dump: dict | None, top: int) -> 
     if dump is None:
         return out
     rows = dump["samples"]
+    population = population_summary(run, epoch)
     excluded = decision.get("excluded")
     if excluded is None:  # a format-1 dump: the counts are only in the metrics
         excluded = {r: int(hsm[f"hsm/excluded_{r}"]) for r in GUARD_RULES if f"hsm/excluded_{r}" in hsm}
@@ -114,8 +134,8 @@ def epoch_report(run: Run, epoch: int, previous_dump: dict | None, top: int) -> 
         cut=decision.get("cut", float(hard_losses.min()) if hard_losses.size else None),
         churn=churn(rows, None if previous_dump is None else previous_dump["samples"]),
         loss_quantiles={"hard": summary.get("hard") or quantiles(hard_losses), "all": summary.get("all")},
-        slices=slice_shares(run, epoch, dump),
-        population=dump.get("population"),
+        slices=slice_shares(dump, population),
+        population=population,
         hardest=rows[:top],
     )
     return out

@@ -22,7 +22,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from ..core.audit import Population, read_population
 from ..core.errors import UserInputError
@@ -48,27 +48,26 @@ class Run:
     epoch_log: dict[int, dict[str, Any]] = field(default_factory=dict)  # epoch -> its last line
     log_history: list[dict[str, Any]] = field(default_factory=list)  # Trainer's, oldest first
     state_file: Path | None = None
-    _populations: dict[int, Population | None] = field(default_factory=dict, repr=False)
 
     @property
     def name(self) -> str:
         return self.path.name
 
-    def population(self, epoch: int) -> Population | None:
-        """The population file of ``epoch``'s dump (None when the dump names none)."""
-        if epoch not in self._populations:
-            name = self.dumps.get(epoch, {}).get("population")
-            if not name:
-                self._populations[epoch] = None
-            else:
-                path = self.path / name
-                if not path.is_file():
-                    raise InspectError(f"{path}: population file named by {dump_path(self, epoch).name} not found")
-                try:
-                    self._populations[epoch] = read_population(path)
-                except ValueError as e:
-                    raise InspectError(str(e)) from None
-        return self._populations[epoch]
+    def population(self, epoch: int, columns: Sequence[str] | None = None) -> Population | None:
+        """The population file of ``epoch``'s dump, or the given columns of it (None: the dump names none).
+
+        Not cached: at millions of samples a file per epoch is too much to hold.
+        """
+        name = self.dumps.get(epoch, {}).get("population")
+        if not name:
+            return None
+        path = self.path / name
+        if not path.is_file():
+            raise InspectError(f"{path}: population file named by {dump_path(self, epoch).name} not found")
+        try:
+            return read_population(path, columns)
+        except ValueError as e:
+            raise InspectError(str(e)) from None
 
 
 def dump_path(run: Run, epoch: int) -> Path:
