@@ -5,8 +5,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# TRL in an environment of its own: it brings datasets, pandas and pyarrow,
+# which the core package does not need.
+VENV_TRL := .venv-trl
+STAMP_TRL := $(VENV_TRL)/.installed
+TRL_CONSTRAINTS := constraints.txt constraints-trl.txt
 
-.PHONY: demo test bench clean
+.PHONY: demo test test-core test-trl bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +26,20 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/hardmine demo
 
-test: $(STAMP)
+$(STAMP_TRL): pyproject.toml constraints.txt constraints-trl.txt
+	$(PYTHON) -m venv $(VENV_TRL)
+	PIP_CONSTRAINT="$(TRL_CONSTRAINTS)" $(VENV_TRL)/bin/python -m pip install --quiet torch==2.13.0
+	PIP_CONSTRAINT="$(TRL_CONSTRAINTS)" $(VENV_TRL)/bin/python -m pip install --quiet -e ".[test,trl]"
+	touch $(STAMP_TRL)
+
+# The whole suite, then the TRL integration tests in TRL's environment.
+test: test-core test-trl
+
+test-core: $(STAMP)
 	$(BIN)/python -m pytest
+
+test-trl: $(STAMP_TRL)
+	$(VENV_TRL)/bin/python -m pytest tests/train/test_trl.py tests/train/test_library_example.py tests/train/test_disabled_identity.py
 
 # Scale of the engine, then the quality suite (~1 h on one core) and the
 # results page docs/benchmarks.md, regenerated from the JSON it writes.
@@ -32,4 +49,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/report.py --results benchmarks/results --docs docs
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) $(VENV_TRL) .pytest_cache .hypothesis

@@ -1,4 +1,4 @@
-"""Hard-sample mining in your own Trainer: the three marked lines are all it takes.
+"""Hard-sample mining in your own Trainer: the marked lines are all it takes.
 
 A tiny text model learns to reverse strings; one sample in ten is a long
 string (the hard slice). Mining starts after epoch 1 and shows the samples
@@ -17,7 +17,7 @@ from transformers import Trainer, TrainingArguments
 
 from hardmine.core import MiningSettings, SelectorSettings, TriggerSettings
 from hardmine.models.builtin import load_model_and_processor
-from hardmine.train.library import HardMiningMixin, mining_kwargs  # (1) import
+from hardmine.train.library import HardMiningMixin  # (1) import
 
 
 class MinedTrainer(HardMiningMixin, Trainer):  # (2) mix into your Trainer class
@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> MinedTrainer:
         selector=SelectorSettings(mode="percentile", value=0.1),
     )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    trainer = MinedTrainer(model=model, args=args, **mining_kwargs(train, pad_collator(pad_id), args=args, settings=settings))  # (3)
+    trainer = MinedTrainer(model=model, args=args, train_dataset=train, data_collator=pad_collator(pad_id),
+                           mining=settings)  # (3) mining settings; mining=None trains exactly as the stock Trainer
     trainer.train()
     for row in trainer.state.log_history:
         if "hsm/active" in row:

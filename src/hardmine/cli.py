@@ -1,8 +1,9 @@
-"""The ``hardmine`` command: ``train``, ``validate``, ``demo``, ``make-data``, ``selfcheck``.
+"""The ``hardmine`` command: ``train``, ``validate``, ``demo``, ``make-data``, ``selfcheck``, ``inspect``.
 
 Subcommands import what they need when they run, so ``hardmine --help``,
 ``validate`` of a bad config and the engine's self-check start fast and load
-no model.
+no model. Every input error (config, data, checkpoint, arguments) is a
+:class:`hardmine.core.UserInputError`: printed as one message, exit status 2.
 """
 
 from __future__ import annotations
@@ -17,22 +18,31 @@ from . import __version__
 
 def _load(args: argparse.Namespace):
     from .config import load_config
-    from .train.entry import CHECKS
+    from .recipe.checks import CONFIG_CHECKS
 
-    return load_config(args.config, args.overrides, checks=CHECKS)
+    return load_config(args.config, args.overrides, checks=CONFIG_CHECKS)
 
 
 def _validate(args: argparse.Namespace) -> int:
     from .config import dump_config
 
-    print(dump_config(_load(args)), end="")
+    cfg = _load(args)  # the config alone: no transformers, no data
+    print(dump_config(cfg), end="")
+    if args.config_only:
+        return 0
+    from .recipe.checks import check_data
+
+    checked = check_data(cfg)
+    # YAML comments, so that the output stays a loadable config.
+    print("# data checked: every record, every image, every encoded length")
+    for line in checked.summary(cfg.data.max_length):
+        print(f"#   {line}")
     return 0
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .train.entry import run_training
-
     from .train.distributed import rank, shutdown
+    from .train.entry import run_training
 
     cfg = _load(args)
     result = run_training(cfg, resume_from_checkpoint=args.resume)
@@ -40,7 +50,13 @@ def _train(args: argparse.Namespace) -> int:
     shutdown()
     if not is_main:
         return 0
-    print(f"hardmine: model saved to {result.final_dir}")
+    print(f"hardmine: run finished; everything is in {result.output_dir}")
+    print(f"  final model:  {result.final_dir}")
+    if result.logging_dir is not None:
+        print(f"  TensorBoard:  tensorboard --logdir {result.logging_dir}")
+    dumps = sorted(result.output_dir.glob("hard_samples_epoch_*.json"))
+    if dumps:
+        print(f"  hard samples: {len(dumps)} dump(s), {result.output_dir}/hard_samples_epoch_*.json")
     if result.metrics:
         print(json.dumps(result.metrics, indent=1))
     return 0
@@ -78,9 +94,20 @@ def _selfcheck(args: argparse.Namespace) -> int:
     return 0
 
 
+def _inspect(args: argparse.Namespace) -> int:
+    from .inspect.command import InspectOptions, inspect_run
+
+    options = InspectOptions(
+        run_dir=args.run_dir, json=args.json, plot=args.plot, sheet=args.sheet, top=args.top, epoch=args.epoch,
+        against=args.against,
+    )
+    return inspect_run(options)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hardmine", description="Hard-sample mining for fine-tuning.")
     parser.add_argument("--version", action="version", version=f"hardmine {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an input error")
     # The deepspeed launcher passes --local_rank before the subcommand; LOCAL_RANK
     # in the environment says the same, and that is what hardmine reads.
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
@@ -95,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="override config values")
         if name == "train":
             p.add_argument("--resume", default=None, help="a checkpoint directory to resume from")
+        else:
+            p.add_argument("--config-only", action="store_true", help="check the config alone, not the data")
 
         p.set_defaults(func=func)
 
@@ -117,6 +146,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.set_defaults(func=_selfcheck)
+
+    p = sub.add_parser(
+        "inspect",
+        help="what mining picked and whether it helped: tables, a figure, a contact sheet",
+        description="Read a run's output folder (dumps, epoch log, trainer_state.json); no model is loaded.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="the run's output_dir (where hard_samples_epoch_*.json are)")
+    p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
+                   help="machine-readable report: to stdout, or to FILE")
+    p.add_argument("--plot", type=Path, metavar="FILE.png", help="one figure: loss distributions, hard set, curves, slices")
+    p.add_argument("--sheet", type=Path, metavar="FILE.png", help="contact sheet of the hardest samples with their ground truth")
+    p.add_argument("--top", type=int, default=10, help="how many hardest samples to list and draw (default 10)")
+    p.add_argument("--epoch", type=int, default=None, help="whose hardest samples to list and draw (default: the last mining epoch)")
+    p.add_argument("--against", type=Path, metavar="OTHER_RUN", help="compare eval and slice losses with another run")
+    p.set_defaults(func=_inspect)
     return parser
 
 
@@ -134,11 +178,20 @@ def _console_logging() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .config import ConfigError
+    from .core.errors import UserInputError
 
     _console_logging()
     try:
         return args.func(args)
-    except ConfigError as e:
+    except UserInputError as e:
+        # Bad config, data, paths or arguments: one message that names the
+        # file:line or key, no traceback (unless --debug), exit 2.
+        if args.debug:
+            raise
         print(f"hardmine {args.command}: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"hardmine {args.command}: interrupted", file=sys.stderr)
+        return 130

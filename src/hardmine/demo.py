@@ -22,7 +22,8 @@ def demo_config_path() -> Path:
 def run_demo(output_dir: Path, *, fast: bool = False) -> int:
     from .config import load_config
     from .data.synth import make_dataset
-    from .train.entry import CHECKS, run_training
+    from .recipe.checks import CONFIG_CHECKS as CHECKS
+    from .train.entry import run_training
 
     started = time.perf_counter()
     output_dir = Path(output_dir).resolve()

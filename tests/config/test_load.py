@@ -88,7 +88,7 @@ def test_extends_merges_and_detects_cycles(tmp_path, data_file):
     write(tmp_path / "base.yaml", {"training": {"num_train_epochs": 3, "seed": 1}, "custom": {"train_jsonl": "train.jsonl"}})
     write(tmp_path / "child.yaml", {"extends": "base.yaml", "training": {"seed": 7}})
     cfg = load_config(tmp_path / "child.yaml")
-    assert cfg.training == {"num_train_epochs": 3, "seed": 7}
+    assert cfg.training == {"num_train_epochs": 3, "seed": 7, "output_dir": str(tmp_path / "runs" / "hardmine")}
     write(tmp_path / "x.yaml", {"extends": "y.yaml"})
     write(tmp_path / "y.yaml", {"extends": "x.yaml"})
     with pytest.raises(ConfigError, match="cycle"):
@@ -120,3 +120,56 @@ def test_yaml_syntax_error_names_the_line(tmp_path):
 def test_scientific_notation_in_a_file_is_a_float(tmp_path, data_file):
     path = write(tmp_path / "c.yaml", "training:\n  learning_rate: 1e-4\ncustom:\n  train_jsonl: train.jsonl\n")
     assert load_config(path).training["learning_rate"] == 1e-4
+
+
+def test_relative_output_dir_is_resolved_against_the_config_folder(tmp_path, data_file, monkeypatch):
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text(data_file.read_text())
+    write(folder / "c.yaml", {"training": {"output_dir": "runs/a"}, "custom": {"train_jsonl": "train.jsonl"}})
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config("configs/c.yaml")
+    assert cfg.training["output_dir"] == str(folder / "runs" / "a")
+    cfg = load_config("configs/c.yaml", ["training.output_dir=elsewhere"])
+    assert cfg.training["output_dir"] == str(folder / "elsewhere")
+
+
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("num_train_epochs", "six", "float"),
+        ("per_device_train_batch_size", 2.5, "int"),
+        ("bf16", "yes", "bool"),
+        ("report_to", [1], "list[str]"),
+        ("learning_rate", True, "float"),
+    ],
+)
+def test_training_values_are_checked_against_training_arguments_types(tmp_path, data_file, key, value, expected):
+    path = write(tmp_path / "c.yaml", {"training": {key: value}, "custom": {"train_jsonl": "train.jsonl"}})
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(path)
+    message = problems(excinfo)[f"training.{key}"]
+    assert message.startswith(f"got {value!r}; expected") and expected in message
+
+
+def test_training_values_of_the_right_types_pass(tmp_path, data_file):
+    training = {"num_train_epochs": 2, "learning_rate": 1e-4, "report_to": ["tensorboard"], "eval_strategy": "epoch",
+                "save_total_limit": None, "lr_scheduler_kwargs": {"num_cycles": 1}, "bf16": False}
+    path = write(tmp_path / "c.yaml", {"training": training, "custom": {"train_jsonl": "train.jsonl"}})
+    assert load_config(path).training["learning_rate"] == 1e-4
+
+
+def test_validating_a_config_imports_no_transformers(tmp_path, data_file):
+    import subprocess
+    import sys
+
+    path = write(tmp_path / "c.yaml", {"training": {"seed": "x"}, "custom": {"train_jsonl": "train.jsonl"}})
+    code = (
+        "import sys\n"
+        "from hardmine.config import load_config, ConfigError\n"
+        "from hardmine.recipe.checks import CONFIG_CHECKS\n"
+        f"try:\n    load_config({str(path)!r}, checks=CONFIG_CHECKS)\nexcept ConfigError:\n    pass\n"
+        "print('transformers' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -13,6 +13,7 @@ from hardmine.core import (
     hard_vs_all,
     sample_ids,
 )
+from hardmine.core.miner import MiningStateMismatch
 
 SETTINGS = MiningSettings(
     trigger=TriggerSettings(start_epoch=2, plateau_delta=0.5),
@@ -63,8 +64,21 @@ def test_resume_from_state_equals_uninterrupted():
     b = run(resumed, 3, start=3)
     for x, y in zip(a[3:], b):
         assert x.plan.to_json_dict() == y.plan.to_json_dict()
-    with pytest.raises(ValueError, match="different settings"):
-        HardSampleMiner({"target": 100}, ["target"]).load_state_dict(first.state_dict())
+
+
+
+def test_resume_with_other_settings_names_each_changed_yaml_key():
+    first = HardSampleMiner({"target": 100}, ["target"], SETTINGS)
+    run(first, 2)
+    other = MiningSettings(
+        trigger=SETTINGS.trigger, selector=SETTINGS.selector, guard=SETTINGS.guard, hard_weight=5.0, ema_decay=0.7
+    )
+    with pytest.raises(MiningStateMismatch) as info:
+        HardSampleMiner({"target": 100}, ["target"], other).load_state_dict(first.state_dict())
+    message = str(info.value)
+    assert "custom.hard_sample_mining.hard_weight: 3.0 in the checkpoint, 5.0 now" in message
+    assert "custom.hard_sample_mining.aggregation.ema_decay: 0.5 in the checkpoint, 0.7 now" in message
+    assert "start_epoch" not in message
 
 
 def test_eligible_must_be_tracked():

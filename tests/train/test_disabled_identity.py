@@ -6,11 +6,12 @@ import pytest
 import torch
 from transformers import Trainer, TrainingArguments
 
-from hardmine.core import Pool
+from hardmine.core import MiningSettings, Pool, SelectorSettings, TriggerSettings
 from hardmine.data.collate import METADATA_KEYS
 from hardmine.models.builtin import load_model_and_processor
 from hardmine.train.library import MetadataCollator, MinedDataset
 from hardmine.train.sampler import ScheduleSampler
+from hardmine.train.mining import HardMining
 from hardmine.train.trainer import HardMiningCallback, HardmineTrainer
 
 pytestmark = pytest.mark.integration
@@ -37,34 +38,29 @@ def collate(features):
 
 
 class PlainTrainer(Trainer):
-    """A stock Trainer fed the same order; it never sees hardmine's metadata."""
-
-    def __init__(self, *args, sampler, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.sampler = sampler
-
-    def _get_train_sampler(self, train_dataset=None):
-        return self.sampler
+    """The stock Trainer, its own sampler included; it never sees hardmine's metadata."""
 
 
 def strip_then_collate(features):
     return collate([{k: v for k, v in f.items() if k not in METADATA_KEYS} for f in features])
 
 
-def run(tmp_path, trainer_cls, **extra):
+def run(tmp_path, trainer_cls, tiled_loss=None, mining=None, **extra):
     model, tokenizer, _ = load_model_and_processor("builtin:tiny-text")
     data = MinedDataset(examples(tokenizer), "train")
     args = TrainingArguments(
-        output_dir=str(tmp_path), num_train_epochs=2, per_device_train_batch_size=8, learning_rate=3e-3,
+        output_dir=str(tmp_path), num_train_epochs=extra.pop("epochs", 2), per_device_train_batch_size=8, learning_rate=3e-3,
         logging_steps=1, report_to=[], disable_tqdm=True, seed=0, save_strategy="no",
-        remove_unused_columns=False, dataloader_pin_memory=False, use_cpu=True,
+        remove_unused_columns=False, dataloader_pin_memory=False, use_cpu=True, **extra,
     )
-    sampler = ScheduleSampler([Pool("train", len(data))], seed=0)
+    pools = [Pool("train", len(data))]
+    sampler = ScheduleSampler(pools, seed=0)
     if trainer_cls is PlainTrainer:
-        trainer = PlainTrainer(model=model, args=args, train_dataset=data, data_collator=strip_then_collate, sampler=sampler)
+        trainer = PlainTrainer(model=model, args=args, train_dataset=data, data_collator=strip_then_collate)
     else:
         trainer = HardmineTrainer(
-            model=model, args=args, train_dataset=data, data_collator=MetadataCollator(collate), train_sampler=sampler
+            model=model, args=args, train_dataset=data, data_collator=MetadataCollator(collate), train_sampler=sampler,
+            tiled_loss=tiled_loss, mining=None if mining is None else HardMining(mining, pools, sampler, output_dir=tmp_path),
         )
     trainer.train()
     return trainer, [h["loss"] for h in trainer.state.log_history if "loss" in h]
@@ -77,3 +73,28 @@ def test_mining_off_equals_plain_trainer_bitwise(tmp_path):
     assert our_losses == plain_losses  # exact float equality, step by step
     assert not any(isinstance(cb, HardMiningCallback) for cb in ours.callback_handler.callbacks)
     assert [type(cb) for cb in ours.callback_handler.callbacks] == [type(cb) for cb in plain.callback_handler.callbacks]
+
+
+def test_the_tiled_loss_trains_like_the_stock_loss_with_gradient_accumulation(tmp_path):
+    # Normalised as Trainer normalises (tokens of the whole accumulation window):
+    # the same losses step by step, up to float32 summation order.
+    _, plain_losses = run(tmp_path / "plain", PlainTrainer, gradient_accumulation_steps=2)
+    ours, tiled_losses = run(tmp_path / "tiled", HardmineTrainer, tiled_loss=True, gradient_accumulation_steps=2)
+    assert ours.tiled_loss and ours._tiled_loss_applies(ours.model) and len(tiled_losses) == 6
+    assert tiled_losses == pytest.approx(plain_losses, rel=1e-5)
+
+
+def test_mining_on_trains_as_its_control_until_the_first_plan_applies(tmp_path):
+    # The control: the stock order (no sampler of hardmine's) and the same loss option.
+    settings = MiningSettings(
+        trigger=TriggerSettings(start_epoch=1, plateau_delta=10.0), selector=SelectorSettings(mode="top_k", k=8, value=None)
+    )
+    mined, mined_losses = run(tmp_path / "mined", HardmineTrainer, mining=settings, epochs=3)
+    _, control_losses = run(tmp_path / "control", PlainTrainer, epochs=3)
+    _, tiled_control = run(tmp_path / "tiled", HardmineTrainer, tiled_loss=True, epochs=3)
+    # Plans at the ends of epochs 1 and 2: the first applies from epoch 2.
+    assert [row["hsm/active"] for row in mined.mining.history] == [0.0, 1.0, 1.0]
+    steps_before_plan = 2 * 6
+    assert mined_losses[:steps_before_plan] == tiled_control[:steps_before_plan]  # bitwise
+    assert mined_losses[steps_before_plan:] != tiled_control[steps_before_plan:]  # the plan changed epoch 2
+    assert mined_losses[:steps_before_plan] == pytest.approx(control_losses[:steps_before_plan], rel=1e-5)

@@ -115,3 +115,26 @@ def test_plan_reaches_persistent_workers_and_packing_trains(tmp_path, corpus, mo
     # The worker, started in epoch 0 and kept alive, served epoch 2 in the mined order.
     assert observed == expected
     assert max(expected.values()) >= 2  # some mined samples were shown more than once
+
+
+def test_an_eval_monitor_mines_once_per_epoch_and_not_at_the_final_evaluation(tmp_path, corpus):
+    result = run_training(
+        config(
+            tmp_path,
+            corpus,
+            enabled=True,
+            start_epoch=1,
+            plateau_delta=1.0,
+            monitor="eval_target_loss",
+            noise_guard={"enabled": False},
+            selector={"mode": "top_k", "k": 5},
+        )
+    )
+    logged = [h for h in result.trainer.state.log_history if "hsm/active" in h]
+    # One row per epoch, each after that epoch's evaluation, carrying its eval loss.
+    assert [h["hsm/active"] for h in logged] == [0.0, 1.0, 1.0]
+    evals = [h["eval_target_loss"] for h in result.trainer.state.log_history if "eval_target_loss" in h]
+    assert [h["hsm/monitored"] for h in logged] == pytest.approx(evals[:3])
+    assert "hsm/failed" not in str(result.trainer.state.log_history)
+    assert "eval_target_loss" in result.metrics  # the final evaluate() ran and mined nothing
+    assert result.trainer.mining.mined_epoch == 2

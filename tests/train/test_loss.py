@@ -321,3 +321,44 @@ def test_other_qwen_vl_families_pack_like_they_pad(family, tmp_path):
     sums_pack, counts_pack = per_sample_loss(out_pack.logits, packed["labels"], index_pack, n)
     torch.testing.assert_close(sums_pack / counts_pack, sums_pad / counts_pad, rtol=0, atol=1e-5)
     torch.testing.assert_close(sums_pad.sum() / counts_pad.sum(), out_pad.loss, rtol=0, atol=1e-5)
+
+
+@pytest.mark.integration
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("task", ["vl", "text"])
+@pytest.mark.parametrize("layout", ["padded", "packed"])
+def test_tiled_head_loss_equals_the_models_own_loss_and_gradients(load_builtin, task, layout):
+    from hardmine.data.collate import split_metadata
+    from hardmine.train.loss import tiled_head_loss
+
+    model, processor = load_builtin(task)
+    model.train()
+    padded, packed, n = batches(task, model, processor)
+    batch = padded if layout == "padded" else packed
+    inputs, meta = split_metadata(batch)
+
+    def grads():
+        out = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+        model.zero_grad(set_to_none=True)
+        return out
+
+    stock = model(**inputs).loss
+    stock.backward()
+    stock_grads = grads()
+
+    labels = inputs["labels"]
+    rest = {k: v for k, v in inputs.items() if k != "labels"}
+    out = model(**rest, output_hidden_states=True, logits_to_keep=torch.empty(0, dtype=torch.long))
+    assert out.logits.numel() == 0  # no logits were built
+    index = meta["sample_index"] if layout == "packed" else torch.arange(n)[:, None].expand_as(labels)
+    head = model.get_output_embeddings()
+    sums, counts = tiled_head_loss(out.hidden_states[-1], head.weight, head.bias, labels, index, n, chunk_size=7)
+    tiled = sums.sum() / counts.sum()
+    tiled.backward()
+    tiled_grads = grads()
+
+    tiled, stock = tiled.detach(), stock.detach()
+    assert abs(tiled.item() - stock.item()) <= 1e-6 * abs(stock.item())
+    assert tiled_grads.keys() == stock_grads.keys()
+    for name, g in stock_grads.items():
+        torch.testing.assert_close(tiled_grads[name], g, rtol=1e-5, atol=1e-6, msg=name)

@@ -1,9 +1,10 @@
 import json
 
 import numpy as np
+import pytest
 
 from hardmine.core import GuardSettings, MiningSettings, Pool, SelectorSettings, TriggerSettings, sample_ids
-from hardmine.train.mining import HardMining, ObservationLog, deduplicate, load_state, save_state
+from hardmine.train.mining import HardMining, MiningError, ObservationLog, deduplicate, load_state, save_state
 from hardmine.train.sampler import ScheduleSampler
 
 SETTINGS = MiningSettings(
@@ -42,7 +43,7 @@ def test_mining_produces_a_plan_that_reaches_the_sampler_and_dumps(tmp_path):
     assert m0["hsm/active"] == 0.0 and mining.sampler.plan is None
     m1 = run_epoch(mining, 1)
     assert m1["hsm/active"] == 1.0 and m1["hsm/num_hard"] == 5
-    assert m1["hsm/weight_min"] == 1.0 and m1["hsm/weight_max"] == 3.0 and m1["hsm/selection_mode"] == 0
+    assert m1["hsm/weight_min"] == 1.0 and m1["hsm/weight_max"] == 3.0 and m1["hsm/epoch"] == 1.0
     assert m1["hsm/hard_loss_mean"] > m1["hsm/all_loss_mean"]
     assert set(mining.sampler.plan.base_idx["target"].tolist()) <= set(range(8))
     dump = json.loads((tmp_path / "hard_samples_epoch_1.json").read_text())
@@ -75,17 +76,31 @@ def test_state_file_holds_arrays_without_pickle(tmp_path):
     assert back["b"] == {"c": [1, 2.5], "d": None} and back["e"].dtype == np.float16
 
 
-def test_a_mining_failure_keeps_the_plan_and_training_going(tmp_path, caplog):
+def test_a_bug_in_mining_fails_the_run_instead_of_a_log_line(tmp_path):
     mining = HardMining(SETTINGS, POOLS, ScheduleSampler(POOLS, seed=0), output_dir=tmp_path)
     run_epoch(mining, 0)
-    run_epoch(mining, 1)
-    plan = mining.sampler.plan
 
     def broken(*args, **kwargs):
-        raise RuntimeError("disk full")
+        raise KeyError("a bug")
 
     mining.miner.end_epoch = broken
-    metrics = run_epoch(mining, 2)
-    assert metrics == {"hsm/failed": 1.0}
-    assert mining.sampler.plan.to_json_dict() == plan.to_json_dict()
-    assert "mining failed at the end of epoch 2" in caplog.text
+    with pytest.raises(MiningError, match="mining failed at the end of epoch 1 on rank 0: KeyError"):
+        run_epoch(mining, 1)
+
+
+def test_an_epoch_is_mined_at_most_once(tmp_path):
+    mining = HardMining(SETTINGS, POOLS, ScheduleSampler(POOLS, seed=0), output_dir=tmp_path)
+    run_epoch(mining, 0)
+    with pytest.raises(MiningError, match="epoch 0 was already mined"):
+        mining.end_epoch(0)
+
+
+def test_a_dump_that_cannot_be_written_keeps_the_plan_and_the_run(tmp_path, caplog):
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the output folder should be")
+    mining = HardMining(SETTINGS, POOLS, ScheduleSampler(POOLS, seed=0), output_dir=blocked)
+    for e in range(3):
+        metrics = run_epoch(mining, e)
+    assert metrics["hsm/active"] == 1.0 and metrics["hsm/dump_failed"] == 1.0
+    assert mining.sampler.plan is not None and mining.sampler.plan.epoch == 2
+    assert "could not write the dump of epoch 2" in caplog.text

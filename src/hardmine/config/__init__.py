@@ -1,7 +1,8 @@
 """The YAML configuration: schema, ``extends:``, overrides, validation.
 
-Imports pydantic, yaml and the core; ``transformers`` only inside
-:func:`training_argument_names`, when a config is validated.
+Imports pydantic, yaml and the core, never transformers: the
+``TrainingArguments`` fields are read from its source (see
+:mod:`hardmine.config.training_fields`).
 """
 
 from .load import ConfigError, Problem, apply_overrides, dump_config, load_config, load_tree, parse_config

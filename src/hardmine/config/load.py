@@ -7,8 +7,9 @@
   value is parsed as YAML, so ``training.learning_rate=1e-4`` is a float and
   ``custom.hard_sample_mining.enabled=true`` a bool.
 * Relative paths in ``custom`` (``train_jsonl``, ``val_jsonl``,
-  ``fusion_config``) and ``deepspeed.config`` are resolved against the
-  directory of the config file given on the command line.
+  ``fusion_config``), ``training.output_dir`` and
+  ``deepspeed.config`` are resolved against the directory of the config file
+  given on the command line (overrides included).
 * Validation collects every problem (unknown keys with the closest valid key,
   wrong types, out-of-range values, missing files, unknown TrainingArguments
   fields) and raises one :class:`ConfigError` listing them by dotted path.
@@ -26,9 +27,15 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from ..core import GuardSettings, MiningSettings, SelectorSettings, SettingError, TrackerSettings, TriggerSettings
+from ..core.errors import UserInputError
 from .schema import HARDMINE_TRAINING_KEYS, HardmineConfig
+from .training_fields import training_fields
 
 BUILTIN_DEEPSPEED = ("zero2",)
+#: Where a run goes when the config names no ``training.output_dir`` (beside the config).
+DEFAULT_OUTPUT_DIR = "runs/hardmine"
+#: ``training`` keys that name folders: resolved against the config's folder like the data paths.
+RELATIVE_TRAINING_PATHS = ("output_dir",)
 
 
 class _Loader(yaml.SafeLoader):
@@ -66,7 +73,7 @@ class Problem:
         return f"{self.key}: {self.message}"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserInputError):
     """Every problem of one config, each on its own line."""
 
     def __init__(self, source: str, problems: list[Problem]):
@@ -179,27 +186,20 @@ def _allowed_keys(loc: list[str]) -> list[str]:
     return list(model.model_fields)
 
 
-def training_argument_names() -> set[str]:
-    """Fields of ``transformers.TrainingArguments`` (imported only when validating)."""
-    import dataclasses
-
-    from transformers import TrainingArguments
-
-    return {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
-
-
 def _training_problems(training: Mapping[str, Any]) -> list[Problem]:
-    names = training_argument_names()
+    fields = training_fields()
     problems = []
     for key, value in training.items():
         if key in HARDMINE_TRAINING_KEYS:
             expected = HARDMINE_TRAINING_KEYS[key]
             if not isinstance(value, expected):
                 problems.append(Problem(f"training.{key}", f"got {value!r}; expected {expected.__name__}"))
-        elif key not in names:
-            hint = difflib.get_close_matches(key, sorted(names | set(HARDMINE_TRAINING_KEYS)), n=1)
+        elif key not in fields:
+            hint = difflib.get_close_matches(key, sorted(set(fields) | set(HARDMINE_TRAINING_KEYS)), n=1)
             suggestion = f"; did you mean 'training.{hint[0]}'?" if hint else ""
             problems.append(Problem(f"training.{key}", f"not a TrainingArguments field{suggestion}"))
+        elif not fields[key].accepts(value):
+            problems.append(Problem(f"training.{key}", f"got {value!r}; expected {fields[key].annotation}"))
     return problems
 
 
@@ -297,6 +297,14 @@ def parse_config(tree: Mapping[str, Any], source: str | Path, checks: Iterable[C
         for key in ("train_jsonl", "val_jsonl", "fusion_config"):
             if isinstance(custom.get(key), str):
                 custom[key] = _resolve(base_dir, custom[key])
+    if "training" not in tree:
+        tree["training"] = {}
+    training = tree["training"]
+    if isinstance(training, dict):
+        training.setdefault("output_dir", DEFAULT_OUTPUT_DIR)
+        for key in RELATIVE_TRAINING_PATHS:
+            if isinstance(training.get(key), str):
+                training[key] = _resolve(base_dir, training[key])
     ds = tree.get("deepspeed")
     if isinstance(ds, dict) and isinstance(ds.get("config"), str) and ds["config"] not in BUILTIN_DEEPSPEED:
         ds["config"] = _resolve(base_dir, ds["config"])
@@ -307,7 +315,6 @@ def parse_config(tree: Mapping[str, Any], source: str | Path, checks: Iterable[C
     except ValidationError as err:
         problems.extend(_pydantic_problems(err, tree))
         cfg = None
-    training = tree.get("training")
     if isinstance(training, dict):
         problems.extend(_training_problems(training))
     problems.extend(_file_problems(tree))

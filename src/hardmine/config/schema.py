@@ -77,6 +77,9 @@ class HardSampleMiningSection(_Strict):
     noise_guard: NoiseGuardSection = NoiseGuardSection()
     hard_weight: float = _MINING.hard_weight
     dump: bool = Field(True, description="write output_dir/hard_samples_epoch_{n}.json")
+    dump_population: bool = Field(
+        False, description="also write every target sample's statistics per mining epoch (hard_samples_epoch_{n}.population.npz)"
+    )
 
     def to_settings(self) -> MiningSettings:
         """The engine's settings; raises :class:`hardmine.core.SettingError` naming the key."""
@@ -121,5 +124,18 @@ class HardmineConfig(_Strict):
     custom: CustomSection = CustomSection()
 
 
+#: TrainingArguments the recipe sets unless the config says otherwise
+#: (``output_dir`` defaults to ``runs/hardmine`` beside the config; see config.load).
+TRAINING_DEFAULTS: dict[str, Any] = {
+    "num_train_epochs": 3,
+    "per_device_train_batch_size": 8,
+    "per_device_eval_batch_size": 8,
+    "learning_rate": 1e-3,
+    "logging_steps": 10,
+    "save_strategy": "epoch",
+    "report_to": ["tensorboard"],
+    "seed": 42,
+}
+
 #: Keys of ``training`` that hardmine itself reads; all others go to TrainingArguments.
-HARDMINE_TRAINING_KEYS = {"packing": bool}
+HARDMINE_TRAINING_KEYS = {"packing": bool, "tiled_loss": bool}

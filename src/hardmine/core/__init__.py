@@ -4,7 +4,7 @@ Identity, loss tracking, selection, the plateau trigger, the plan and the
 epoch schedule. Usable and testable with no trainer at all.
 """
 
-from .errors import MINING_KEY, SettingError
+from .errors import MINING_KEY, SettingError, UserInputError
 from .identity import dataset_key, sample_id, sample_ids, split_sample_ids
 from .miner import EpochReport, HardSampleMiner, MiningSettings, hard_vs_all
 from .plan import DUMP_FORMAT, HardSamplePlan, dump_filename
@@ -39,6 +39,7 @@ __all__ = [
     "SettingError",
     "TrackerSettings",
     "TriggerSettings",
+    "UserInputError",
     "allocate_counts",
     "build_epoch_schedule",
     "random_order",

@@ -11,7 +11,15 @@ import numpy as np
 MINING_KEY = "custom.hard_sample_mining"
 
 
-class SettingError(ValueError):
+class UserInputError(ValueError):
+    """Bad input from the user (config, data, paths, arguments), not a bug.
+
+    The message names the file:line or the dotted key, the value and what was
+    expected; the command line prints it alone and exits 2.
+    """
+
+
+class SettingError(UserInputError):
     """A setting has a value outside what hardmine accepts."""
 
     def __init__(self, key: str, value: Any, expected: str):

@@ -18,7 +18,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .errors import MINING_KEY, check_range
+from .audit import Population, population_table
+from .errors import MINING_KEY, UserInputError, check_range
 from .plan import HardSamplePlan
 from .selection import GuardSettings, Selection, SelectorSettings, select_hard
 from .tracker import LossTracker, TrackerSettings
@@ -67,6 +68,10 @@ class EpochReport:
     plan: HardSamplePlan | None
     selection: Selection | None
     stats: dict[str, int] = field(default_factory=dict)  # the tracker's counters so far
+    # Per mined dataset, aligned with the plan's base_idx: "last_loss" (last raw
+    # loss) and "count" (observations in the aggregate); empty when inactive.
+    hard_stats: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    population: Population | None = None  # with end_epoch(..., population=True)
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"epoch": self.epoch, "active": self.active, "monitored": self.monitored, **self.stats}
@@ -97,16 +102,29 @@ class HardSampleMiner:
     def observe(self, sample_ids, losses, *, epoch: int, steps) -> None:
         self.tracker.update(sample_ids, losses, epoch=epoch, steps=steps)
 
-    def end_epoch(self, epoch: int, monitored: float | None = None) -> EpochReport:
-        """Close ``epoch``. ``monitored`` defaults to the epoch's mean training loss."""
+    def end_epoch(self, epoch: int, monitored: float | None = None, *, population: bool = False) -> EpochReport:
+        """Close ``epoch``. ``monitored`` defaults to the epoch's mean training loss.
+
+        ``population``: also record every mined-dataset sample's statistics and
+        exclusion rule (:func:`hardmine.core.audit.population_table`) when a
+        selection is made; it must be taken before the tracker closes the epoch.
+        """
         if monitored is None:
             monitored = self.tracker.epoch_mean_loss(epoch)
         active = self.trigger.update(epoch, monitored)
         selection = None
+        hard_stats: dict[str, dict[str, np.ndarray]] = {}
+        table = None
         if active:
             s = self.settings
+            earlier_flags = self.flagged  # what this selection's guard saw (rule sticky)
             selection = select_hard(self.tracker, self.eligible, epoch, s.selector, s.guard, flagged=self.flagged)
             self.flagged = dict(selection.flagged)
+            hard_stats = self._hard_stats(selection, epoch)
+            if population:
+                table = population_table(
+                    self.tracker, self.eligible, epoch, selection, s.selector, s.guard, flagged=earlier_flags
+                )
             self.plan = HardSamplePlan(
                 epoch=epoch,
                 version=(self.plan.version + 1) if self.plan is not None else 1,
@@ -124,7 +142,16 @@ class HardSampleMiner:
             plan=self.plan if active else None,
             selection=selection,
             stats=dict(self.tracker.stats),
+            hard_stats=hard_stats,
+            population=table,
         )
+
+    def _hard_stats(self, selection: Selection, epoch: int) -> dict[str, dict[str, np.ndarray]]:
+        out = {}
+        for name, base in selection.datasets.items():
+            view = self.tracker.view(name, epoch)
+            out[name] = {"last_loss": view.last[base].astype(np.float64), "count": view.count[base].astype(np.int64)}
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -136,15 +163,69 @@ class HardSampleMiner:
             "flagged": {name: flags.copy() for name, flags in self.flagged.items()},
         }
 
+    def check_state(self, state: Mapping[str, Any]) -> None:
+        """Raise :class:`MiningStateMismatch`, naming each changed key, unless ``state`` fits these settings."""
+        changed = settings_changes(state["settings"], asdict(self.settings))
+        if list(state["eligible"]) != list(self.eligible):
+            changed.append(f"mined datasets: {list(state['eligible'])} in the checkpoint, {list(self.eligible)} now")
+        if changed:
+            raise MiningStateMismatch(
+                "the checkpoint's mining state was made with other settings; resume with the same settings "
+                "(or start a new run):\n" + "\n".join(f"  - {c}" for c in changed)
+            )
+
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        if state["settings"] != asdict(self.settings) or list(state["eligible"]) != list(self.eligible):
-            raise ValueError("mining state was saved with different settings or eligible datasets")
+        self.check_state(state)
         self.tracker.load_state_dict(state["tracker"])
         self.trigger.load_state_dict(state["trigger"])
         self.plan = None if state["plan"] is None else HardSamplePlan.from_state_dict(state["plan"])
         # Absent in states saved before the sticky rule existed: nothing flagged then.
         self.flagged = {name: np.asarray(flags, bool) for name, flags in (state.get("flagged") or {}).items()}
 
+
+
+class MiningStateMismatch(UserInputError):
+    """Resuming with mining settings other than those the checkpoint was made with."""
+
+
+#: Engine setting paths -> their YAML keys under custom.hard_sample_mining.
+_YAML_NAMES = {
+    "trigger.start_epoch": "start_epoch",
+    "trigger.plateau_delta": "plateau_delta",
+    "trigger.patience": "patience",
+    "trigger.higher_is_better": "higher_is_better",
+    "guard.enabled": "noise_guard.enabled",
+    "guard.min_improvement": "noise_guard.min_improvement",
+    "guard.window": "noise_guard.window",
+    "guard.max_hard_streak": "noise_guard.max_hard_streak",
+    "aggregation": "aggregation.mode",
+    "ema_decay": "aggregation.ema_decay",
+    "progress_correction": "aggregation.progress_correction",
+    "level_decay": "aggregation.level_decay",
+    "history_epochs": "aggregation.history_epochs",
+}
+
+
+def _flatten_settings(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten_settings(value, f"{path}."))
+        else:
+            flat[path] = value
+    return flat
+
+
+def settings_changes(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """One line per setting that differs, named by its YAML key: ``key: old in the checkpoint, new now``."""
+    old, new = _flatten_settings(saved), _flatten_settings(current)
+    lines = []
+    for path in sorted(set(old) | set(new)):
+        if old.get(path) != new.get(path):
+            name = f"{MINING_KEY}.{_YAML_NAMES.get(path, path)}"
+            lines.append(f"{name}: {old.get(path)!r} in the checkpoint, {new.get(path)!r} now")
+    return lines
 
 
 def hard_vs_all(selection: Selection) -> dict[str, float]:

@@ -21,11 +21,16 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ..core import Pool, sample_id
+from ..core.errors import UserInputError
 from .augment import AugmentationConfig, augment, augmentation_rng
 from .encode import dense_caption_messages, encode_chat
 from .records import ChatRecord, DenseCaptionRecord
 from .refs import SampleRef
 from .render import render_objects
+
+
+class SampleError(UserInputError):
+    """A record that parsed but cannot become a training sample (too long, image mismatch)."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,14 @@ class RecordPool:
     records: tuple
     ratio: float | None = None  # None: the target
     augment: bool = True
+    path: str | None = None  # the JSONL file the records came from
+    lines: tuple[int, ...] = ()  # 1-based line of each record in ``path`` (empty: unknown)
+
+    def where(self, base_idx: int) -> str:
+        """``file:line`` of a record (for messages), or ``name[base_idx]`` when unknown."""
+        if self.path is not None and len(self.lines) == len(self.records):
+            return f"{self.path}:{self.lines[base_idx]}"
+        return f"{self.name}[{base_idx}]"
 
     def as_pool(self) -> Pool:
         return Pool(self.name, len(self.records), self.ratio)
@@ -82,7 +95,11 @@ class CaptionDataset(Dataset):
         source = self.pools[pool]
         record = source.records[base]
         use_aug = train and source.augment and self.augmentation is not None and self.augmentation.enabled
-        features = self.encode(record, augmentation_rng(self.seed, epoch, position) if use_aug else None)
+        try:
+            features = self.encode(record, augmentation_rng(self.seed, epoch, position) if use_aug else None)
+        except ValueError as e:
+            # Name the sample: without it an error found epochs into a run points nowhere.
+            raise SampleError(f"{source.where(base)}: {e}") from e
         features["sample_id"] = sample_id(source.name, base)
         features["dataset"] = source.name
         features["base_idx"] = base

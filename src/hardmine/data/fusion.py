@@ -26,6 +26,8 @@ from typing import Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ..core.errors import UserInputError
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -48,7 +50,7 @@ class FusionSpec(_Strict):
         return [self.target, *self.sources]
 
 
-class FusionConfigError(ValueError):
+class FusionConfigError(UserInputError):
     pass
 
 

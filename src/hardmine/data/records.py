@@ -52,6 +52,8 @@ from typing import Any, Literal, Sequence, Union
 
 import numpy as np
 
+from ..core.errors import UserInputError
+
 logger = logging.getLogger(__name__)
 
 GeometryKind = Literal["bbox_2d", "poly", "line"]
@@ -73,7 +75,7 @@ _MESSAGE_KEYS = ("role", "content")
 _LOG_SKIPS = 20
 
 
-class RecordError(ValueError):
+class RecordError(UserInputError):
     """A JSONL line breaks the record contract; the message is ``path:line: reason``."""
 
     def __init__(self, path: Union[str, os.PathLike], line_no: int, reason: str):
@@ -188,6 +190,9 @@ class ReadReport:
     kept: int
     skipped: int
     reasons: tuple[tuple[int, str], ...] = ()
+    #: The 1-based line of each kept record, aligned with the returned records
+    #: (blank and skipped lines make it differ from the record index).
+    lines: tuple[int, ...] = ()
 
 
 # --------------------------------------------------------------------------- reading
@@ -198,6 +203,7 @@ def read_jsonl(
     *,
     skip_invalid: bool = False,
     check_image_size: bool = True,
+    log_skips: bool = True,
 ) -> tuple[list[Record], ReadReport]:
     """Parse and validate every line of a JSONL file.
 
@@ -209,6 +215,7 @@ def read_jsonl(
     path = Path(path)
     base_dir = path.parent.absolute()
     records: list[Record] = []
+    lines: list[int] = []
     reasons: list[tuple[int, str]] = []
     # Bytes, decoded line by line: an encoding error then names its line instead of failing the file.
     with open(path, "rb") as handle:
@@ -218,15 +225,18 @@ def read_jsonl(
                 if not text.strip():
                     continue
                 records.append(parse_record(_load_json(text), base_dir, check_image_size=check_image_size))
+                lines.append(line_no)
             except (_Invalid, UnicodeDecodeError) as exc:
                 reason = f"not UTF-8 text ({exc.reason})" if isinstance(exc, UnicodeDecodeError) else str(exc)
                 if not skip_invalid:
                     raise RecordError(path, line_no, reason) from None
                 reasons.append((line_no, reason))
-                if len(reasons) <= _LOG_SKIPS:
+                if log_skips and len(reasons) <= _LOG_SKIPS:
                     logger.warning("skipping invalid record %s:%d: %s", path, line_no, reason)
-    report = ReadReport(path=str(path), kept=len(records), skipped=len(reasons), reasons=tuple(reasons))
-    if reasons:
+    report = ReadReport(
+        path=str(path), kept=len(records), skipped=len(reasons), reasons=tuple(reasons), lines=tuple(lines)
+    )
+    if reasons and log_skips:
         logger.warning("%s: skipped %d invalid record(s), kept %d", path, report.skipped, report.kept)
     return records, report
 

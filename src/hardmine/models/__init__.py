@@ -13,6 +13,7 @@ from hardmine.models.builtin import (
     detect_task,
     ensure_training_template,
     load_model_and_processor,
+    load_processor,
     materialize_builtin,
 )
 
@@ -25,5 +26,6 @@ __all__ = [
     "detect_task",
     "ensure_training_template",
     "load_model_and_processor",
+    "load_processor",
     "materialize_builtin",
 ]

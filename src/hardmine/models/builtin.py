@@ -650,6 +650,30 @@ def load_model_and_processor(
     template without ``{% generation %}`` marks gets hardmine's marked one (see
     :func:`ensure_training_template`), so that only answers are supervised.
     """
+    path, task, builtin = _resolve_checkpoint(spec, task)
+    load_kwargs = {} if dtype is None else {"dtype": _resolve_dtype(dtype)}
+    quiet = _quiet_progress() if builtin else contextlib.nullcontext()
+    with quiet:
+        model, processor = _load(path, task, load_kwargs)
+    _disable_cache(model)
+    ensure_training_template(processor)
+    return model, processor, task
+
+
+def load_processor(spec: str, *, task: Task | None = None) -> tuple[Any, Task]:
+    """``(processor_or_tokenizer, task)`` of a checkpoint, without loading its weights.
+
+    The same processor :func:`load_model_and_processor` gives (chat template
+    included), for work that only encodes, such as checking sample lengths.
+    """
+    path, task, _ = _resolve_checkpoint(spec, task)
+    processor = _load_processor(path, task)
+    ensure_training_template(processor)
+    return processor, task
+
+
+def _resolve_checkpoint(spec: str, task: Task | None) -> tuple[str, Task, bool]:
+    """(folder or hub name, task, whether it is a built-in) for a model spec."""
     if task is not None and task not in ("vl", "text"):
         raise ValueError(f"task: got {task!r}; expected 'vl', 'text' or None")
     builtin = parse_builtin_name(spec)
@@ -657,19 +681,10 @@ def load_model_and_processor(
         built = builtin_spec(builtin)
         if task is not None and task != built.task:
             raise ValueError(f"task: got {task!r} for {spec!r}; that built-in is a {built.task!r} model")
-        path = str(materialize_builtin(builtin))
-        task = built.task
-    else:
-        path = spec
-        if task is None:
-            task = detect_task(AutoConfig.from_pretrained(path))
-    load_kwargs = {} if dtype is None else {"dtype": _resolve_dtype(dtype)}
-    quiet = _quiet_progress() if builtin is not None else contextlib.nullcontext()
-    with quiet:
-        model, processor = _load(path, task, load_kwargs)
-    _disable_cache(model)
-    ensure_training_template(processor)
-    return model, processor, task
+        return str(materialize_builtin(builtin)), built.task, True
+    if task is None:
+        task = detect_task(AutoConfig.from_pretrained(spec))
+    return spec, task, False
 
 
 def _resolve_dtype(dtype: torch.dtype | str) -> torch.dtype | str:
@@ -686,11 +701,15 @@ def _resolve_dtype(dtype: torch.dtype | str) -> torch.dtype | str:
 def _load(path: str, task: Task, load_kwargs: dict[str, Any]):
     if task == "vl":
         model = AutoModelForImageTextToText.from_pretrained(path, **load_kwargs)
-        try:
-            processor = _load_vl_processor(path)
-        except (ImportError, OSError, ValueError):
-            processor = _image_only_processor_from(path)
     else:
         model = AutoModelForCausalLM.from_pretrained(path, **load_kwargs)
-        processor = AutoTokenizer.from_pretrained(path)
-    return model, processor
+    return model, _load_processor(path, task)
+
+
+def _load_processor(path: str, task: Task):
+    if task != "vl":
+        return AutoTokenizer.from_pretrained(path)
+    try:
+        return _load_vl_processor(path)
+    except (ImportError, OSError, ValueError):
+        return _image_only_processor_from(path)

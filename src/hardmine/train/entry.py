@@ -12,115 +12,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import HardmineConfig, Problem
-from ..config.schema import HARDMINE_TRAINING_KEYS
-from ..core import SettingError
+from ..config import ConfigError, HardmineConfig, Problem
+from ..config.schema import HARDMINE_TRAINING_KEYS, TRAINING_DEFAULTS
 from ..data.augment import AugmentationConfig
+from ..data.catalog import pool_catalog
 from ..data.collate import PackedCollator, PaddedCollator
-from ..data.dataset import CaptionDataset, RecordPool
-from ..data.fusion import FusionConfigError, load_fusion
-from ..data.records import read_jsonl
+from ..data.dataset import CaptionDataset
+from ..recipe.checks import CONFIG_CHECKS as CHECKS
+from ..recipe.checks import check_data
 from .distributed import barrier, local_rank
 from .mining import HardMining
 from .sampler import ScheduleSampler
 from .slices import SliceEvalCallback
-from .trainer import HardmineTrainer
+from .trainer import HardmineTrainer, check_checkpoint
 
 logger = logging.getLogger("hardmine")
-
-#: TrainingArguments hardmine sets unless the config says otherwise.
-TRAINING_DEFAULTS: dict[str, Any] = {
-    "output_dir": "runs/hardmine",
-    "num_train_epochs": 3,
-    "per_device_train_batch_size": 8,
-    "per_device_eval_batch_size": 8,
-    "learning_rate": 1e-3,
-    "logging_steps": 10,
-    "save_strategy": "epoch",
-    "report_to": ["tensorboard"],
-    "seed": 42,
-}
-
-
-def augmentation_problems(cfg: HardmineConfig) -> list[Problem]:
-    """Config check for ``custom.augmentation`` (the data layer owns its fields)."""
-    try:
-        AugmentationConfig.from_mapping(cfg.custom.augmentation)
-    except SettingError as e:
-        return [Problem(e.key, f"got {e.value!r}; expected {e.expected}")]
-    except ValueError as e:
-        return [Problem("custom.augmentation", str(e))]
-    return []
-
-
-def training_problems(cfg: HardmineConfig) -> list[Problem]:
-    if cfg.training.get("remove_unused_columns") is True:
-        return [
-            Problem(
-                "training.remove_unused_columns",
-                "got True; expected false (hardmine carries sample ids through the batch and removes them itself)",
-            )
-        ]
-    return []
-
-
-def monitor_problems(cfg: HardmineConfig) -> list[Problem]:
-    section = cfg.custom.hard_sample_mining
-    if not section.enabled or section.monitor == "train_loss":
-        return []
-    if not section.monitor.startswith("eval_"):
-        return [Problem("custom.hard_sample_mining.monitor", f"got {section.monitor!r}; expected train_loss or an eval_* metric")]
-    has_val = cfg.custom.val_jsonl is not None or cfg.custom.fusion_config is not None
-    strategy = cfg.training.get("eval_strategy", "epoch" if has_val else "no")
-    if not has_val or strategy != "epoch":
-        return [
-            Problem(
-                "custom.hard_sample_mining.monitor",
-                f"got {section.monitor!r}; an eval metric needs validation data and training.eval_strategy: epoch",
-            )
-        ]
-    return []
-
-
-def fusion_problems(cfg: HardmineConfig) -> list[Problem]:
-    if cfg.custom.fusion_config is None:
-        return []
-    try:
-        load_fusion(cfg.custom.fusion_config)
-    except FusionConfigError as e:
-        return [Problem("custom.fusion_config", str(e))]
-    return []
-
-
-CHECKS = (augmentation_problems, training_problems, monitor_problems, fusion_problems)
-
-
-def _read_pool(name: str, path: str, *, ratio, augment: bool, skip_invalid: bool) -> RecordPool:
-    records, report = read_jsonl(path, skip_invalid=skip_invalid)
-    if report.skipped:
-        logger.warning("%s: skipped %d invalid record(s) of %s", name, report.skipped, path)
-    return RecordPool(name=name, records=tuple(records), ratio=ratio, augment=augment)
-
-
-def build_pools(cfg: HardmineConfig) -> tuple[list[RecordPool], list[RecordPool]]:
-    """Training pools (target first) and evaluation pools."""
-    c = cfg.custom
-    skip = c.skip_invalid_records
-    if c.fusion_config is not None:
-        spec = load_fusion(c.fusion_config)
-        train = [
-            _read_pool(d.name, d.train_jsonl, ratio=None if i == 0 else d.ratio, augment=d.augmentation, skip_invalid=skip)
-            for i, d in enumerate(spec.datasets)
-        ]
-        val = [
-            _read_pool(d.name, d.val_jsonl, ratio=None, augment=False, skip_invalid=skip)
-            for d in spec.datasets
-            if d.val_jsonl is not None
-        ]
-        return train, val
-    train = [_read_pool(c.dataset_name, c.train_jsonl, ratio=None, augment=True, skip_invalid=skip)]
-    val = [] if c.val_jsonl is None else [_read_pool(c.dataset_name, c.val_jsonl, ratio=None, augment=False, skip_invalid=skip)]
-    return train, val
 
 
 def training_arguments(cfg: HardmineConfig, *, has_eval: bool = False):
@@ -137,7 +43,12 @@ def training_arguments(cfg: HardmineConfig, *, has_eval: bool = False):
         kwargs.setdefault("dataloader_prefetch_factor", cfg.data.prefetch_factor)
     if cfg.deepspeed.enabled:
         kwargs["deepspeed"] = deepspeed_config(cfg.deepspeed.config)
-    return TrainingArguments(**kwargs)
+    try:
+        return TrainingArguments(**kwargs)
+    except (ValueError, TypeError) as e:
+        # Values of the right type that transformers still refuses (an unknown
+        # strategy name, contradicting options): a config error, before any load.
+        raise ConfigError("training", [Problem("training", str(e).strip())]) from None
 
 
 def deepspeed_config(name_or_path: str) -> dict:
@@ -152,7 +63,10 @@ def deepspeed_config(name_or_path: str) -> dict:
             "bf16": {"enabled": "auto"},
             "fp16": {"enabled": "auto"},
         }
-    return json.loads(Path(name_or_path).read_text(encoding="utf-8"))
+    try:
+        return json.loads(Path(name_or_path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(str(name_or_path), [Problem("deepspeed.config", f"cannot read it as DeepSpeed JSON: {e}")]) from None
 
 
 @dataclass
@@ -173,8 +87,25 @@ def run_training(
     slices (``metadata.slice``) after every epoch (``slice/<name>_loss``)."""
     from ..models.builtin import BUILTIN_PREFIX, load_model_and_processor, materialize_builtin
 
-    train_pools, val_pools = build_pools(cfg)
+    # Everything the user gave is checked before the model loads: the checkpoint
+    # to resume from, every record and every encoded length, the arguments.
+    if resume_from_checkpoint not in (None, False, True):
+        check_checkpoint(resume_from_checkpoint)
+    data = check_data(cfg)
+    train_pools, val_pools = data.train, data.val
     args = training_arguments(cfg, has_eval=bool(val_pools))
+    pools = [p.as_pool() for p in train_pools]
+    sampler = ScheduleSampler(pools, seed=args.seed)
+    mining = None
+    section = cfg.custom.hard_sample_mining
+    if section.enabled:
+        mining = HardMining(
+            section.to_settings(), pools, sampler, output_dir=args.output_dir, dump=section.dump, monitor=section.monitor,
+            catalogs={p.name: pool_catalog(p) for p in train_pools[:1]},  # the mined target
+            dump_population=section.dump_population,
+        )
+    if mining is not None and resume_from_checkpoint not in (None, False, True):
+        mining.check_resumable(resume_from_checkpoint)  # other settings: say which, before anything loads
     if cfg.model.model.startswith(BUILTIN_PREFIX):
         # One process per machine builds the tiny model into the cache: once a
         # process group exists, transformers writes weights from rank 0 only.
@@ -190,14 +121,6 @@ def run_training(
         collator = PackedCollator(model=model)
     else:
         collator = PaddedCollator(pad_token_id=_pad_token_id(processor))
-    pools = [p.as_pool() for p in train_pools]
-    sampler = ScheduleSampler(pools, seed=args.seed)
-    mining = None
-    section = cfg.custom.hard_sample_mining
-    if section.enabled:
-        mining = HardMining(
-            section.to_settings(), pools, sampler, output_dir=args.output_dir, dump=section.dump, monitor=section.monitor
-        )
     trainer = HardmineTrainer(
         model=model,
         args=args,
@@ -206,6 +129,7 @@ def run_training(
         data_collator=collator,
         train_sampler=sampler,
         mining=mining,
+        tiled_loss=cfg.training.get("tiled_loss"),  # None: on exactly when mining is on
     )
     slices = None
     if slice_eval and val_pools and val_pools[0].name == train_pools[0].name:

@@ -22,12 +22,10 @@ from typing import Any, Callable, Sequence
 
 from torch.utils.data import Dataset
 
-from ..core import MiningSettings, Pool, sample_id
+from ..core import MiningSettings, UserInputError, sample_id
 from ..data.collate import METADATA_KEYS, collate_metadata
 from ..data.refs import SampleRef
-from .mining import HardMining
-from .sampler import ScheduleSampler
-from .trainer import HardMiningMixin
+from .trainer import HardMiningMixin, build_mining
 
 
 class MinedDataset(Dataset):
@@ -63,24 +61,62 @@ class MetadataCollator:
         return batch
 
 
+class LibraryArgumentError(UserInputError, TypeError):
+    """An argument of the library API that cannot work; raised when it is passed."""
+
+
+def check_mining_arguments(train_dataset, data_collator, args, settings, name: str, monitor: str) -> None:
+    """Raise :class:`LibraryArgumentError` for an argument that cannot work, naming it."""
+    if not (hasattr(train_dataset, "__getitem__") and hasattr(train_dataset, "__len__")):
+        raise LibraryArgumentError(
+            f"mining_kwargs: train_dataset: got {type(train_dataset).__name__}; expected a map-style dataset "
+            "(with __len__ and __getitem__): mining reweights samples by index"
+        )
+    if len(train_dataset) == 0:
+        raise LibraryArgumentError("mining_kwargs: train_dataset: got an empty dataset; expected at least one sample")
+    if not callable(data_collator):
+        raise LibraryArgumentError(
+            f"mining_kwargs: data_collator: got {data_collator!r}; expected a callable that turns a list of "
+            "items into a batch with labels (-100 where not supervised)"
+        )
+    if not (hasattr(args, "output_dir") and hasattr(args, "seed")):
+        raise LibraryArgumentError(f"mining_kwargs: args: got {type(args).__name__}; expected transformers.TrainingArguments")
+    if not isinstance(settings, MiningSettings):
+        raise LibraryArgumentError(
+            f"mining_kwargs: settings: got {settings!r}; expected a MiningSettings (MiningSettings() for hardmine's defaults)"
+        )
+    if not isinstance(name, str) or not name:
+        raise LibraryArgumentError(f"mining_kwargs: name: got {name!r}; expected a non-empty dataset name")
+    if not isinstance(monitor, str) or not (monitor == "train_loss" or monitor.startswith("eval_")):
+        raise LibraryArgumentError(
+            f"mining_kwargs: monitor: got {monitor!r}; expected 'train_loss' or an eval metric such as 'eval_loss' "
+            "(evaluated at every epoch end: eval_strategy='epoch')"
+        )
+
+
 def mining_kwargs(
     train_dataset,
     data_collator: Callable,
     *,
     args,
-    settings: MiningSettings | None = None,
+    settings: MiningSettings,
     name: str = "train",
     dump: bool = True,
+    monitor: str = "train_loss",
 ) -> dict[str, Any]:
     """Keyword arguments for a ``HardMiningMixin`` trainer: dataset, collator, sampler, mining.
+
+    Every argument is checked here, when called, not at the first batch.
+    ``monitor``: ``train_loss`` (the epoch's mean training loss), or an eval
+    metric the Trainer reports after every epoch (``eval_loss``, or
+    ``eval_<name>_loss`` with several eval sets).
 
     Sets ``args.remove_unused_columns = False``: Trainer would otherwise strip
     the identity keys before the collator sees them.
     """
+    check_mining_arguments(train_dataset, data_collator, args, settings, name, monitor)
     args.remove_unused_columns = False
-    pools = [Pool(name, len(train_dataset))]
-    sampler = ScheduleSampler(pools, seed=args.seed)
-    mining = HardMining(settings or MiningSettings(), pools, sampler, output_dir=args.output_dir, dump=dump)
+    sampler, mining = build_mining(len(train_dataset), args, settings, name, monitor, dump=dump)
     return {
         "train_dataset": MinedDataset(train_dataset, name),
         "data_collator": MetadataCollator(data_collator),
@@ -89,4 +125,4 @@ def mining_kwargs(
     }
 
 
-__all__ = ["HardMiningMixin", "MetadataCollator", "MinedDataset", "mining_kwargs"]
+__all__ = ["HardMiningMixin", "LibraryArgumentError", "MetadataCollator", "MinedDataset", "mining_kwargs"]

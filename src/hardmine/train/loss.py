@@ -53,13 +53,65 @@ def per_sample_loss(
     (NaN-free only where ``token_count > 0``).
     """
     _check_inputs(logits, labels, sample_index, num_samples, chunk_size)
-    device = logits.device
-    labels, sample_index = labels.to(device), sample_index.to(device)
-    loss_sum = torch.zeros(num_samples, dtype=torch.float32, device=device)
-    if logits.shape[1] < 2:
-        return loss_sum, torch.zeros(num_samples, dtype=torch.int64, device=device)
+    rows, cols, targets, samples = scored_positions(labels.to(logits.device), sample_index.to(logits.device), logits.shape[-1])
+    needs_grad = logits.requires_grad and torch.is_grad_enabled()
+    chunks = _scored_chunks(logits, rows, cols, chunk_size, needs_grad)
+    pieces = [
+        _checkpoint(_token_losses, scores, chunk_targets, use_reentrant=False)
+        if checkpoint and needs_grad
+        else _token_losses(scores, chunk_targets)
+        for scores, chunk_targets in zip(chunks, targets.split(chunk_size))
+    ]
+    return _per_sample_sums(pieces, samples, num_samples, logits.device)
 
-    # Position t predicts the label at t + 1, and only inside its own sample.
+
+def tiled_head_loss(
+    hidden: torch.Tensor,
+    head_weight: torch.Tensor,
+    head_bias: torch.Tensor | None,
+    labels: torch.Tensor,
+    sample_index: torch.Tensor,
+    num_samples: int,
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    checkpoint: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`per_sample_loss` from the last hidden states, never building the logits.
+
+    ``hidden`` ``(B, T, H)`` is the language model's final (normed) hidden state,
+    ``head_weight`` ``(V, H)`` (and ``head_bias``) the LM head. The head runs only
+    at the scored positions, ``chunk_size`` of them at a time; each chunk's logits
+    are made in the head's dtype and scored in float32, as transformers scores
+    its own, and with ``checkpoint=True`` they are recomputed in the backward
+    pass instead of kept. Same ``(loss_sum, token_count)`` as :func:`per_sample_loss`
+    on ``hidden @ head_weight.T``; the gradient reaches ``hidden`` and the head.
+    """
+    if hidden.ndim != 3:
+        raise ValueError(f"hidden: got shape {tuple(hidden.shape)}; expected (batch, length, hidden size)")
+    if head_weight.ndim != 2 or head_weight.shape[1] != hidden.shape[-1]:
+        raise ValueError(f"head_weight: got shape {tuple(head_weight.shape)}; expected (vocab, {hidden.shape[-1]})")
+    _check_inputs(hidden, labels, sample_index, num_samples, chunk_size)
+    rows, cols, targets, samples = scored_positions(labels.to(hidden.device), sample_index.to(hidden.device), head_weight.shape[0])
+    needs_grad = torch.is_grad_enabled() and (hidden.requires_grad or head_weight.requires_grad)
+    # One gather of the scored rows (scored tokens x hidden size, small): the
+    # backward then scatters into ``hidden`` once.
+    pieces = []
+    for scored, chunk_targets in zip(hidden[rows, cols].split(chunk_size), targets.split(chunk_size)):
+        if checkpoint and needs_grad:
+            pieces.append(_checkpoint(_head_token_losses, scored, head_weight, head_bias, chunk_targets, use_reentrant=False))
+        else:
+            pieces.append(_head_token_losses(scored, head_weight, head_bias, chunk_targets))
+    return _per_sample_sums(pieces, samples, num_samples, hidden.device)
+
+
+def scored_positions(labels: torch.Tensor, sample_index: torch.Tensor, vocab_size: int):
+    """``(rows, cols, targets, samples)`` of every scored position.
+
+    Position t predicts the label at t + 1, and only inside its own sample.
+    """
+    if labels.shape[1] < 2:
+        empty = torch.empty(0, dtype=torch.long, device=labels.device)
+        return empty, empty, empty, empty
     target = labels[:, 1:]
     source_sample = sample_index[:, :-1]
     target_sample = sample_index[:, 1:]
@@ -67,24 +119,23 @@ def per_sample_loss(
     rows, cols = scored.nonzero(as_tuple=True)
     targets = target[rows, cols].long()
     samples = target_sample[rows, cols].long()
-    if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= logits.shape[-1]):
+    if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= vocab_size):
         raise ValueError(
             f"labels: scored label ids span [{int(targets.min())}, {int(targets.max())}]; "
-            f"expected ids in [0, {logits.shape[-1]}) or {IGNORE_INDEX}"
+            f"expected ids in [0, {vocab_size}) or {IGNORE_INDEX}"
         )
+    return rows, cols, targets, samples
 
-    needs_grad = logits.requires_grad and torch.is_grad_enabled()
-    pieces = []
-    chunks = _scored_chunks(logits, rows, cols, chunk_size, needs_grad)
-    for scores, chunk_targets in zip(chunks, targets.split(chunk_size)):
-        if checkpoint and needs_grad:
-            pieces.append(_checkpoint(_token_losses, scores, chunk_targets, use_reentrant=False))
-        else:
-            pieces.append(_token_losses(scores, chunk_targets))
+
+def _per_sample_sums(pieces, samples, num_samples: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    loss_sum = torch.zeros(num_samples, dtype=torch.float32, device=device)
     if pieces:
         loss_sum = loss_sum.index_add(0, samples, torch.cat(pieces))
-    token_count = torch.bincount(samples, minlength=num_samples)
-    return loss_sum, token_count
+    return loss_sum, torch.bincount(samples, minlength=num_samples)
+
+
+def _head_token_losses(scored: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor):
+    return F.cross_entropy(F.linear(scored, weight, bias).float(), targets, reduction="none")
 
 
 def _scored_chunks(logits, rows, cols, chunk_size, needs_grad):
@@ -108,7 +159,7 @@ def _check_inputs(logits, labels, sample_index, num_samples, chunk_size) -> None
     if logits.ndim != 3:
         raise ValueError(f"logits: got shape {tuple(logits.shape)}; expected (batch, length, vocab)")
     if tuple(labels.shape) != tuple(logits.shape[:2]):
-        raise ValueError(f"labels: got shape {tuple(labels.shape)}; expected {tuple(logits.shape[:2])} (logits' first two)")
+        raise ValueError(f"labels: got shape {tuple(labels.shape)}; expected {tuple(logits.shape[:2])} (the first two dims)")
     if tuple(sample_index.shape) != tuple(labels.shape):
         raise ValueError(f"sample_index: got shape {tuple(sample_index.shape)}; expected {tuple(labels.shape)} (labels')")
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:

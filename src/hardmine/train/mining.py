@@ -11,6 +11,42 @@ Follows the data flow of DESIGN.md on any number of ranks:
 3. rank 0 feeds the engine (:class:`hardmine.core.HardSampleMiner`), which
    triggers, selects and makes a plan; rank 0 writes the dump;
 4. the plan is broadcast and every rank's sampler builds the same next epoch.
+
+Files (rank 0, in ``output_dir``, with ``dump: true``)
+------------------------------------------------------
+* ``hard_samples_epoch_{n}.json``: each plan, with where every hard sample
+  lives and the statistics the decision used (format in
+  :mod:`hardmine.core.plan`);
+* ``hard_samples_epoch_{n}.population.npz`` (``dump_population: true``): every
+  target sample's statistics and exclusion rule (:mod:`hardmine.core.audit`);
+* ``hard_samples_epochs.jsonl``: one line per closed epoch, mining active or
+  not: ``epoch``, ``monitor``, ``selection_mode`` and the ``hsm/*`` metrics.
+  A resumed run appends again; the last line of an epoch counts.
+
+Metrics (``Trainer.log``, one row per closed epoch; all floats)
+---------------------------------------------------------------
+=============================  ====================================================
+``hsm/epoch``                  the closed epoch, 0-based: the ``n`` of the dump
+                               (the row's ``epoch`` is Trainer's count, ``n + 1``)
+``hsm/active``                 1 once the trigger has fired (then every epoch)
+``hsm/monitored``              the monitored value the trigger saw
+``hsm/observations``           per-sample losses recorded this epoch
+``hsm/nonfinite``              NaN/inf losses so far (never aggregated)
+``hsm/num_hard``               size of the new hard set            (active only)
+``hsm/eligible``               samples that passed the noise guard (active only)
+``hsm/excluded_<rule>``        samples each guard rule excluded    (active only)
+``hsm/weight_min`` / ``_max``  sampling weights of the new plan    (active only)
+``hsm/plan_version``           1 for the first plan, +1 per plan   (active only)
+``hsm/hard_loss_mean``         mean aggregated loss, hard set      (active only)
+``hsm/all_loss_mean``          mean aggregated loss, all observed  (active only)
+``hsm/dump_failed``            1 when the dump could not be written
+=============================  ====================================================
+
+The selection mode (``top_k``, ``percentile``, ``threshold``) is a setting,
+not a measurement: it is in each dump, each line of the epoch log and the
+console line, not in the metrics. TensorBoard also gets, per active epoch,
+histograms ``hsm/aggregated_loss_target`` (every observed target sample) and
+``hsm/aggregated_loss_hard`` (the new hard set).
 """
 
 from __future__ import annotations
@@ -23,12 +59,17 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..core import HardSampleMiner, HardSamplePlan, Pool, hard_vs_all
+from ..core.audit import SampleCatalog, add_slices, finite_or_none, loss_summary, write_population
 from .distributed import broadcast_object, gather_columns, rank
 
 logger = logging.getLogger("hardmine")
 
-SELECTION_MODE_CODES = {"top_k": 0, "percentile": 1, "threshold": 2}
 STATE_FILE = "hardmine_mining.npz"
+EPOCH_LOG = "hard_samples_epochs.jsonl"
+
+
+class MiningError(RuntimeError):
+    """Mining could not close an epoch; raised on every rank so that none hangs."""
 
 
 class ObservationLog:
@@ -75,7 +116,21 @@ def deduplicate(columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 class HardMining:
     """The mining stage of one training run (lives on every rank)."""
 
-    def __init__(self, settings, pools: list[Pool], sampler, *, output_dir: str | Path, dump: bool = True, monitor: str = "train_loss"):
+    def __init__(
+        self,
+        settings,
+        pools: list[Pool],
+        sampler,
+        *,
+        output_dir: str | Path,
+        dump: bool = True,
+        monitor: str = "train_loss",
+        catalogs: Mapping[str, SampleCatalog] | None = None,
+        dump_population: bool = False,
+    ):
+        """``catalogs``: per dataset, where its samples live (dump rows then name
+        file, line and images); ``dump_population``: also write every target
+        sample's statistics per mining epoch (needs ``dump``)."""
         self.settings = settings
         self.target = pools[0].name
         self.sampler = sampler
@@ -86,6 +141,13 @@ class HardMining:
         # Only rank 0 aggregates; other ranks hold just the plan, via the sampler.
         self.miner = HardSampleMiner({self.target: pools[0].size}, [self.target], settings) if rank() == 0 else None
         self.history: list[dict[str, Any]] = []  # one row per epoch (rank 0)
+        self.mined_epoch: int | None = None  # the last epoch end_epoch closed
+        self.sizes = {p.name: p.size for p in pools}
+        self.catalogs = dict(catalogs or {})
+        self.dump_population = dump_population
+        # Rank 0, after an active epoch: aggregated losses for TensorBoard histograms
+        # (tag -> values); None otherwise. Read by the Trainer callback.
+        self.histograms: dict[str, np.ndarray] | None = None
 
     @property
     def plan(self) -> HardSamplePlan | None:
@@ -95,35 +157,104 @@ class HardMining:
         self.log.append(sample_id, loss, position, step)
 
     def end_epoch(self, epoch: int, monitored: float | None = None) -> dict[str, float]:
-        """Gather, mine on rank 0, broadcast the plan; return the hsm/ metrics."""
+        """Gather, mine on rank 0, broadcast the plan; return the hsm/ metrics.
+
+        Called once per epoch on every rank. A second call for an epoch already
+        mined is a bug in the caller and raises on every rank.
+        """
+        if self.mined_epoch is not None and epoch <= self.mined_epoch:
+            raise MiningError(f"epoch {epoch} was already mined (last mined epoch: {self.mined_epoch})")
         gathered = gather_columns(self.log.drain())
         payload = None
         if self.miner is not None:
             try:
-                payload = self._mine_on_rank0(epoch, gathered, monitored)
-            except Exception:  # noqa: BLE001 - mining must never cost the run its checkpoints
-                # Training goes on with the plan it had; the other ranks are
-                # waiting in the broadcast below, so they must still get one.
-                logger.exception("hardmine: mining failed at the end of epoch %d; keeping the previous plan", epoch)
-                plan = self.sampler.plan
-                payload = (None if plan is None else plan.state_dict(), {"hsm/failed": 1.0})
-        plan_state, metrics = broadcast_object(payload)
+                payload = ("ok", *self._mine_on_rank0(epoch, gathered, monitored))
+            except Exception as e:  # noqa: BLE001 - re-raised below, on every rank
+                # The other ranks wait in the broadcast: tell them, then fail together
+                # rather than leave them hanging or train on without mining.
+                logger.exception("hardmine: mining failed at the end of epoch %d", epoch)
+                payload = ("error", f"{type(e).__name__}: {e}", None)
+        status, plan_state, metrics = broadcast_object(payload)
+        if status == "error":
+            raise MiningError(f"mining failed at the end of epoch {epoch} on rank 0: {plan_state}")
+        self.mined_epoch = epoch
         self.sampler.plan = None if plan_state is None else HardSamplePlan.from_state_dict(plan_state)
         return metrics
 
     def _mine_on_rank0(self, epoch: int, gathered, monitored):
         obs = deduplicate(gathered)
         self.miner.observe(obs["sample_id"], obs["loss"], epoch=epoch, steps=obs["step"])
-        report = self.miner.end_epoch(epoch, monitored)
+        report = self.miner.end_epoch(epoch, monitored, population=self.dump and self.dump_population)
         metrics = self._metrics(report, observed_now=int(obs["sample_id"].size))
-        if report.plan is not None and self.dump:
-            report.plan.dump(self.output_dir)
+        self.histograms = self._histograms(report)
+        if self.dump:
+            try:
+                self._write_files(report, metrics)
+            except OSError as e:
+                # Disk full or no permission: the plan is made and applies, and
+                # the run keeps going to its checkpoints; only the file is missing.
+                logger.error("hardmine: could not write the dump of epoch %d to %s: %s", epoch, self.output_dir, e)
+                metrics["hsm/dump_failed"] = 1.0
         self.history.append({"epoch": epoch, **metrics})
-        logger.info(self._summary(epoch, metrics))
+        logger.info(self._summary(epoch, metrics, None if report.selection is None else report.selection.mode))
         return (None if self.miner.plan is None else self.miner.plan.state_dict(), metrics)
+
+    # ----------------------------------------------------------------- files
+    def _write_files(self, report, metrics: Mapping[str, float]) -> None:
+        """The dump (and population) of an active epoch, and the epoch log line."""
+        if report.plan is not None:
+            population = None
+            if report.population is not None:
+                add_slices(report.population, self.catalogs)
+                population = write_population(report.population, self.output_dir).name
+            report.plan.dump(
+                self.output_dir,
+                sample_stats=report.hard_stats,
+                catalogs=self.catalogs,
+                extra=self._dump_header(report, population),
+            )
+        row = {
+            "epoch": report.epoch,
+            "monitor": self.monitor,
+            "selection_mode": None if report.selection is None else report.selection.mode,
+            **{k: finite_or_none(v) for k, v in metrics.items()},
+        }
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.output_dir / EPOCH_LOG, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row, allow_nan=False) + "\n")
+
+    def _dump_header(self, report, population: str | None) -> dict[str, Any]:
+        sel = report.selection
+        decision = {
+            "monitor": self.monitor,
+            "monitored": finite_or_none(report.monitored),
+            "observed": int(sel.observed),
+            "eligible": int(sel.eligible),
+            "excluded": {k: int(v) for k, v in sel.excluded.items()},
+            "loss_scale": finite_or_none(sel.scale),
+            **loss_summary(sel),
+        }
+        datasets = {}
+        for name in self.miner.eligible:
+            catalog = self.catalogs.get(name)
+            datasets[name] = {
+                "size": int(self.sizes[name]),
+                "source": None if catalog is None else catalog.source,
+                "slices": {} if catalog is None else catalog.slice_counts(),
+            }
+        return {"decision": decision, "datasets": datasets, "population": population}
+
+    @staticmethod
+    def _histograms(report) -> dict[str, np.ndarray] | None:
+        if report.selection is None:
+            return None
+        sel = report.selection
+        hard = np.concatenate(list(sel.losses.values())) if sel.losses else np.empty(0)
+        return {"hsm/aggregated_loss_target": np.asarray(sel.all_losses, np.float64), "hsm/aggregated_loss_hard": hard}
 
     def _metrics(self, report, observed_now: int) -> dict[str, float]:
         m: dict[str, float] = {
+            "hsm/epoch": float(report.epoch),
             "hsm/active": float(report.active),
             "hsm/observations": float(observed_now),
             "hsm/nonfinite": float(report.stats.get("nonfinite", 0)),
@@ -136,7 +267,6 @@ class HardMining:
             m.update(
                 {
                     "hsm/num_hard": float(sel.num_hard),
-                    "hsm/selection_mode": float(SELECTION_MODE_CODES[sel.mode]),
                     "hsm/weight_min": low,
                     "hsm/weight_max": high,
                     "hsm/eligible": float(sel.eligible),
@@ -151,10 +281,9 @@ class HardMining:
         return m
 
     @staticmethod
-    def _summary(epoch: int, m: Mapping[str, float]) -> str:
+    def _summary(epoch: int, m: Mapping[str, float], mode: str | None) -> str:
         if not m.get("hsm/active"):
             return f"hardmine: epoch {epoch}: mining inactive (monitored {m.get('hsm/monitored', float('nan')):.4f})"
-        mode = {v: k for k, v in SELECTION_MODE_CODES.items()}[int(m["hsm/selection_mode"])]
         return (
             f"hardmine: epoch {epoch}: {int(m['hsm/num_hard'])} hard of {int(m['hsm/eligible'])} eligible ({mode}), "
             f"weight {m['hsm/weight_max']:g}; loss hard {m['hsm/hard_loss_mean']:.4f} vs all {m['hsm/all_loss_mean']:.4f}"
@@ -167,6 +296,7 @@ class HardMining:
             "plan": None if self.plan is None else self.plan.state_dict(),
             "sampler": self.sampler.state_dict(),
             "history": list(self.history),
+            "mined_epoch": self.mined_epoch,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -177,11 +307,18 @@ class HardMining:
         self.sampler.load_state_dict(state["sampler"])
         self.sampler.plan = None if state["plan"] is None else HardSamplePlan.from_state_dict(state["plan"])
         self.history = list(state.get("history", []))
+        self.mined_epoch = state.get("mined_epoch")
 
     def save(self, checkpoint_dir: str | Path) -> Path:
         path = Path(checkpoint_dir) / STATE_FILE
         save_state(path, self.state_dict())
         return path
+
+    def check_resumable(self, checkpoint_dir: str | Path) -> None:
+        """Raise (naming the keys) if the checkpoint's mining state was made with other settings."""
+        path = Path(checkpoint_dir) / STATE_FILE
+        if self.miner is not None and path.is_file():
+            self.miner.check_state(load_state(path)["miner"])
 
     def load(self, checkpoint_dir: str | Path) -> None:
         self.load_state_dict(load_state(Path(checkpoint_dir) / STATE_FILE))

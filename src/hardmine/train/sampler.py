@@ -11,13 +11,32 @@ from __future__ import annotations
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
+import torch
 from torch.utils.data import Sampler
 
 from ..core import EpochSchedule, HardSamplePlan, Pool, build_epoch_schedule
 from ..data.refs import SampleRef
 
 
+def stock_schedule(pool: Pool, seed: int, epoch: int) -> EpochSchedule:
+    """The order the stock ``Trainer`` draws one dataset in: accelerate's seedable
+    random sampler, a ``torch.randperm`` seeded with ``seed + epoch``.
+
+    Until a plan exists, a single-dataset run (the library's case) follows it,
+    so mining switched off, or on before its first plan, trains on exactly the
+    stock run's batches: that run is the control a mining run is compared with.
+    """
+    generator = torch.Generator().manual_seed(int(seed) + int(epoch))
+    order = torch.randperm(pool.size, generator=generator).numpy().astype(np.int64)
+    return EpochSchedule(epoch, (pool.name,), np.zeros(pool.size, np.int16), order, np.empty(0, np.int64))
+
+
 class ScheduleSampler(Sampler[SampleRef]):
+    """The epoch order: the stock order for one dataset without a plan, else the core's schedule.
+
+    ``seed``: the Trainer's data seed (``args.data_seed``, else ``args.seed``).
+    """
+
     def __init__(self, pools: Sequence[Pool], seed: int, plan: HardSamplePlan | None = None):
         self.pools = tuple(pools)
         self.seed = int(seed)
@@ -37,8 +56,11 @@ class ScheduleSampler(Sampler[SampleRef]):
         version = None if self.plan is None else self.plan.version
         if self._cache is not None and self._cache[:2] == (epoch, version):
             return self._cache[2]
-        rested = self._rested if self._rested_epoch == epoch - 1 else None
-        schedule = build_epoch_schedule(self.pools, self.plan, self.seed, epoch, rested)
+        if self.plan is None and len(self.pools) == 1:
+            schedule = stock_schedule(self.pools[0], self.seed, epoch)
+        else:
+            rested = self._rested if self._rested_epoch == epoch - 1 else None
+            schedule = build_epoch_schedule(self.pools, self.plan, self.seed, epoch, rested)
         self._cache = (epoch, version, schedule)
         return schedule
 

@@ -18,16 +18,22 @@ nothing.
 
 from __future__ import annotations
 
-import os
+import inspect
 from pathlib import Path
 
 import torch
 from transformers import Trainer, TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from ..core import MiningSettings, Pool
+from ..core.errors import UserInputError
 from ..data.collate import split_metadata
-from .loss import per_sample_loss, sample_index_for_padded
-from .mining import STATE_FILE, HardMining
+from .loss import per_sample_loss, sample_index_for_packed, sample_index_for_padded, tiled_head_loss
+from .distributed import barrier
+from .mining import STATE_FILE, HardMining, MiningError
+from .sampler import ScheduleSampler
+from .tensorboard import LossHistogramCallback
 
 
 def per_sample_means(logits: torch.Tensor, labels: torch.Tensor, metadata: dict) -> torch.Tensor:
@@ -42,21 +48,76 @@ def per_sample_means(logits: torch.Tensor, labels: torch.Tensor, metadata: dict)
     return torch.where(counts > 0, means, torch.full_like(means, float("nan")))
 
 
+def build_mining(size: int, args, settings: MiningSettings, name: str, monitor: str, *, dump: bool = True):
+    """``(sampler, mining stage)`` for one dataset of ``size`` samples trained with ``args``."""
+    pools = [Pool(name, size)]
+    # The stock Trainer's data seed: the order is the stock run's until a plan exists.
+    seed = args.data_seed if getattr(args, "data_seed", None) is not None else args.seed
+    sampler = ScheduleSampler(pools, seed=seed)
+    return sampler, HardMining(settings, pools, sampler, output_dir=args.output_dir, dump=dump, monitor=monitor)
+
+
 class HardMiningMixin:
     """Mix into any ``transformers.Trainer`` subclass (TRL's ``SFTTrainer`` too).
 
     ``train_sampler``: the :class:`ScheduleSampler` to train with; ``mining``:
     the :class:`HardMining` stage, or None for none. Batches must carry the
     metadata of :data:`hardmine.data.collate.METADATA_KEYS`.
+
+    ``tiled_loss``: compute the training loss from the last hidden states with
+    the LM head applied only at supervised positions, in tiles (see
+    :func:`hardmine.train.loss.tiled_head_loss`): no ``batch x length x vocab``
+    logits, one computation for the loss and the per-sample losses. ``None``
+    (default): on exactly when mining is on, so a run without mining is the
+    stock Trainer's; ``True`` without mining is a memory saver.
     """
 
-    def __init__(self, *args, train_sampler=None, mining: HardMining | None = None, **kwargs):
-        callbacks = list(kwargs.pop("callbacks", None) or [])
-        if mining is not None:
-            callbacks.append(HardMiningCallback(mining, self))
-        super().__init__(*args, callbacks=callbacks or None, **kwargs)
+    def __init__(
+        self,
+        *args,
+        train_sampler=None,
+        mining: HardMining | MiningSettings | None = None,
+        tiled_loss: bool | None = None,
+        mining_monitor: str = "train_loss",
+        **kwargs,
+    ):
+        super().__init__(*args, **kwargs)
+        if isinstance(mining, MiningSettings):
+            # Adopted after the trainer built its dataset and collator (TRL's
+            # SFTTrainer tokenises in __init__ and accepts only HF datasets):
+            # identity is added to the dataset the trainer actually trains on.
+            train_sampler, mining = self._adopt_mining(mining, mining_monitor)
+        elif mining is not None and not isinstance(mining, HardMining):
+            raise UserInputError(f"mining: got {type(mining).__name__}; expected MiningSettings, HardMining or None")
         self.train_sampler = train_sampler
         self.mining = mining
+        self.tiled_loss = (mining is not None) if tiled_loss is None else bool(tiled_loss)
+        # Added, not passed as ``callbacks=``: trainers such as ms-swift's pass
+        # their own callbacks to Trainer and would clash with a second list.
+        if mining is not None:
+            self.add_callback(HardMiningCallback(mining, self))
+            self.add_callback(LossHistogramCallback(mining, self))
+
+    def _adopt_mining(self, settings: MiningSettings, monitor: str):
+        """Wrap the trainer's own dataset and collator with sample identity; build the sampler and the stage."""
+        from .library import MetadataCollator, MinedDataset, check_mining_arguments
+
+        if getattr(self.args, "packing", False):
+            raise UserInputError(
+                "mining: packing=True merges samples into new rows, so no row is one sample any more; "
+                "use padding_free=True (samples stay whole) or switch packing off"
+            )
+        dataset = self.train_dataset
+        if self.args.remove_unused_columns and hasattr(dataset, "column_names"):
+            # What Trainer would drop from a Hugging Face dataset later, dropped
+            # now: the wrapper below hides the dataset's type, and the collator
+            # must not see raw text columns.
+            dataset = self._remove_unused_columns(dataset, description="training")
+        check_mining_arguments(dataset, self.data_collator, self.args, settings, "train", monitor)
+        self.args.remove_unused_columns = False  # keep the identity keys up to the collator
+        self.train_dataset = MinedDataset(dataset, "train")
+        self.data_collator = MetadataCollator(self.data_collator)
+        return build_mining(len(dataset), self.args, settings, "train", monitor)
 
     def _get_train_sampler(self, train_dataset=None):
         if self.train_sampler is not None:
@@ -65,17 +126,91 @@ class HardMiningMixin:
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         model_inputs, metadata = split_metadata(inputs)
-        if self.mining is None or not model.training:
+        if not model.training or not (self.tiled_loss or self.mining is not None):
             return super().compute_loss(model, model_inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
-        loss, outputs = super().compute_loss(model, model_inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
-        means = per_sample_means(outputs.logits, model_inputs["labels"], metadata)
-        self.mining.record(
-            metadata["sample_id"].cpu().numpy(),
-            means.float().cpu().numpy(),
-            metadata["position"].cpu().numpy(),
-            step=self.state.global_step,
-        )
-        return (loss, outputs) if return_outputs else loss
+        labels = model_inputs["labels"]
+        num_samples = int(metadata["sample_id"].numel()) if "sample_id" in metadata else labels.shape[0]
+        sample_index = metadata.get("sample_index")
+        if sample_index is None and "position_ids" in model_inputs and "attention_mask" not in model_inputs:
+            sample_index = sample_index_for_packed(model_inputs["position_ids"])  # padding-free rows
+        if sample_index is None:
+            sample_index = sample_index_for_padded(labels.shape[0], labels.shape[1], device=labels.device)
+        sample_index = sample_index.to(labels.device)
+        if self._computes_fused_loss():
+            # The trainer (TRL's SFTTrainer) already scores supervised tokens with
+            # its fused head; its loss and metrics stay its own, and the per-token
+            # log-probabilities of that same forward give the per-sample losses.
+            with capture_fused_outputs(self.accelerator.unwrap_model(model)) as captured:
+                result = super().compute_loss(
+                    model, model_inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+                )
+            sums, counts = fused_per_sample(captured, sample_index, num_samples)
+        elif self.tiled_loss and self._tiled_loss_applies(model):
+            outputs, sums, counts = self._tiled_forward(model, model_inputs, sample_index, num_samples)
+            loss = self._normalise_like_trainer(sums.sum(), counts.sum(), num_items_in_batch)
+            result = (loss, outputs) if return_outputs else loss
+        else:
+            # The model's own loss; per-sample losses scored from the same forward's logits.
+            loss, outputs = super().compute_loss(model, model_inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+            with torch.no_grad():
+                sums, counts = per_sample_loss(outputs.logits.detach(), labels, sample_index, num_samples, checkpoint=False)
+            result = (loss, outputs) if return_outputs else loss
+        if self.mining is not None:
+            with torch.no_grad():
+                means = torch.where(counts > 0, sums.detach() / counts.clamp(min=1), torch.full_like(sums, float("nan")))
+            self.mining.record(
+                metadata["sample_id"].cpu().numpy(),
+                means.float().cpu().numpy(),  # the one device-to-host copy of a step's losses
+                metadata["position"].cpu().numpy(),
+                step=self.state.global_step,
+            )
+        return result
+
+    def _computes_fused_loss(self) -> bool:
+        """Whether this trainer is TRL's ``SFTTrainer``, which computes its loss with a fused LM head."""
+        try:
+            from trl import SFTTrainer
+        except ImportError:
+            return False
+        return isinstance(self, SFTTrainer)
+
+    def _tiled_loss_applies(self, model) -> bool:
+        """The tiled loss reproduces the stock loss only where the stock loss is the plain causal-LM one."""
+        if self.label_smoother is not None or self.compute_loss_func is not None:
+            return False
+        # ``logits_to_keep`` lets the forward skip the logits; models without it
+        # (older or custom architectures) get the model's loss and logits instead.
+        return "logits_to_keep" in inspect.signature(self.accelerator.unwrap_model(model).forward).parameters
+
+    def _tiled_forward(self, model, model_inputs, sample_index, num_samples):
+        """One forward without logits (``logits_to_keep`` empty), then the tiled head at supervised positions."""
+        inputs = {k: v for k, v in model_inputs.items() if k != "labels"}
+        labels = model_inputs["labels"]
+        outputs = model(**inputs, output_hidden_states=True, logits_to_keep=torch.empty(0, dtype=torch.long, device=labels.device))
+        if getattr(outputs, "hidden_states", None) is None:
+            raise MiningError(
+                f"{type(self.accelerator.unwrap_model(model)).__name__} returned no hidden states for the tiled loss; "
+                "pass tiled_loss=False to use the model's own loss and logits"
+            )
+        hidden = outputs.hidden_states[-1]  # the final normed state: what the LM head reads
+        outputs.hidden_states = None  # do not hand every layer's state on to the caller
+        head = self.accelerator.unwrap_model(model).get_output_embeddings()
+        sums, counts = tiled_head_loss(hidden, head.weight, head.bias, labels, sample_index.to(labels.device), num_samples)
+        return outputs, sums, counts
+
+    def _normalise_like_trainer(self, total, count, num_items_in_batch):
+        """The loss value and scale ``Trainer.compute_loss`` gives the stock causal-LM loss."""
+        if self.model_accepts_loss_kwargs and num_items_in_batch is not None:
+            # Summed over the step's tokens, divided by the tokens of the whole
+            # accumulation window (and of all ranks, scaled back up as Trainer does).
+            if isinstance(num_items_in_batch, torch.Tensor):
+                num_items_in_batch = num_items_in_batch.to(total.device)
+            loss = total / num_items_in_batch
+            if self.args.average_tokens_across_devices:
+                scale = self.accelerator.num_processes // self.get_tp_size()
+                loss = loss * (scale if self.args.n_gpu <= 1 else self.args.n_gpu)
+            return loss
+        return total / count  # the micro-batch's token mean; Trainer divides by accumulation itself
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         model_inputs, _ = split_metadata(inputs)
@@ -96,12 +231,109 @@ class HardMiningMixin:
         restored = type(target).from_pretrained(str(folder), dtype=dtype)
         target.load_state_dict(restored.state_dict(), strict=True)
 
+    def _save_checkpoint(self, model, trial):
+        # A checkpoint folder is complete or marked: the marker goes in before
+        # anything is written and comes out after the last file (the mining
+        # state included), so an interrupted save (Ctrl-C, a killed job) leaves
+        # a folder that resume refuses by name instead of loading half of it.
+        folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        marker = folder / INCOMPLETE_MARKER
+        if self.args.should_save:
+            folder.mkdir(parents=True, exist_ok=True)
+            marker.write_text("this checkpoint's save did not finish; hardmine will not resume from it\n")
+        super()._save_checkpoint(model, trial)
+        if self.mining is not None and self.args.should_save:
+            self.mining.save(folder)
+        barrier()  # every rank's shards (DeepSpeed) are on disk before the folder counts as complete
+        if self.args.should_save:
+            marker.unlink(missing_ok=True)
+
     def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise CheckpointError(f"{self.args.output_dir}: no complete checkpoint-* folder to resume from")
+        elif resume_from_checkpoint:
+            check_checkpoint(resume_from_checkpoint)
         if self.mining is not None and resume_from_checkpoint:
-            path = get_last_checkpoint(self.args.output_dir) if resume_from_checkpoint is True else resume_from_checkpoint
-            if path is not None and (Path(path) / STATE_FILE).is_file():
-                self.mining.load(path)
+            if (Path(resume_from_checkpoint) / STATE_FILE).is_file():
+                self.mining.load(resume_from_checkpoint)
         return super().train(resume_from_checkpoint, *args, **kwargs)
+
+
+class capture_fused_outputs:
+    """Keep the last fused-head output (``log_probs`` and ``label_mask``) of a model's forward calls."""
+
+    def __init__(self, model):
+        self.model = model
+        self.log_probs = None
+        self.label_mask = None
+
+    def __enter__(self):
+        def keep(module, args, kwargs, output):
+            if kwargs.get("fused_lm_head") and getattr(output, "log_probs", None) is not None:
+                self.log_probs, self.label_mask = output.log_probs, output.label_mask
+
+        self._handle = self.model.register_forward_hook(keep, with_kwargs=True)
+        return self
+
+    def __exit__(self, *exc):
+        self._handle.remove()
+        return False
+
+
+def fused_per_sample(captured: capture_fused_outputs, sample_index: torch.Tensor, num_samples: int):
+    """Per-sample ``(loss_sum, token_count)`` from a fused head's shifted per-token outputs.
+
+    ``log_probs`` and ``label_mask`` are ``(B, T - 1)``: position t scores the
+    label at t + 1. As in :func:`hardmine.train.loss.per_sample_loss`, a position
+    whose next token belongs to another sample (padding-free rows) is not counted.
+    """
+    if captured.log_probs is None:
+        raise MiningError("the trainer's forward returned no fused log-probabilities to take per-sample losses from")
+    log_probs = captured.log_probs.detach().float()
+    mask = captured.label_mask.bool()
+    same = sample_index[:, :-1] == sample_index[:, 1:]
+    keep = mask & same & (sample_index[:, 1:] >= 0)
+    samples = sample_index[:, 1:][keep].long()
+    sums = torch.zeros(num_samples, dtype=torch.float32, device=log_probs.device).index_add(0, samples, -log_probs[keep])
+    return sums, torch.bincount(samples, minlength=num_samples)
+
+
+class CheckpointError(UserInputError):
+    """A checkpoint to resume from is missing, incomplete or not a checkpoint."""
+
+
+#: Present in a checkpoint folder while its save is in progress.
+INCOMPLETE_MARKER = "hardmine-save-incomplete"
+
+
+def check_checkpoint(folder: str | Path) -> Path:
+    """``folder`` if it is a checkpoint hardmine can resume from; a clear error otherwise."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: no such checkpoint folder")
+    if (folder / INCOMPLETE_MARKER).exists():
+        earlier = last_complete_checkpoint(folder.parent)
+        hint = f"; the last complete one is {earlier}" if earlier is not None else ""
+        raise CheckpointError(f"{folder}: this checkpoint is incomplete (its save was interrupted){hint}")
+    if not (folder / TRAINER_STATE_NAME).is_file():
+        raise CheckpointError(f"{folder}: not a Trainer checkpoint (no {TRAINER_STATE_NAME})")
+    return folder
+
+
+def last_complete_checkpoint(run_dir: str | Path) -> Path | None:
+    """The checkpoint-N folder with the highest N whose save finished, or None."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return None
+    steps = []
+    for child in run_dir.iterdir():
+        prefix, _, number = child.name.partition("-")
+        if prefix == PREFIX_CHECKPOINT_DIR and number.isdigit() and child.is_dir():
+            if not (child / INCOMPLETE_MARKER).exists() and (child / TRAINER_STATE_NAME).is_file():
+                steps.append((int(number), child))
+    return max(steps)[1] if steps else None
 
 
 class HardmineTrainer(HardMiningMixin, Trainer):
@@ -109,26 +341,47 @@ class HardmineTrainer(HardMiningMixin, Trainer):
 
 
 class HardMiningCallback(TrainerCallback):
-    """Runs the mining stage at each epoch end and saves it with each checkpoint."""
+    """Runs the mining stage once per epoch end and saves it with each checkpoint.
+
+    With ``monitor: train_loss`` mining runs at ``on_epoch_end``. With an eval
+    metric it runs at the evaluation that follows that epoch end (Trainer
+    evaluates, then saves, so the checkpoint holds the new plan); evaluations
+    at any other time, such as a ``trainer.evaluate()`` after training, mine
+    nothing.
+    """
 
     def __init__(self, mining: HardMining, trainer: Trainer):
         self.mining = mining
         self.trainer = trainer
+        self._epoch_awaiting_eval: int | None = None
 
     def on_epoch_end(self, args, state, control, **kwargs):
+        self._check_no_epoch_awaits_eval()
         if self.mining.monitor == "train_loss":
             self._mine(None)
+        else:
+            self._epoch_awaiting_eval = self.mining.sampler.epoch
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        # An eval monitor is read at the end-of-epoch evaluation, before the
-        # checkpoint of that epoch is written.
-        if self.mining.monitor != "train_loss" and metrics and self.mining.monitor in metrics:
-            self._mine(float(metrics[self.mining.monitor]))
+        # With several eval sets Trainer evaluates (and calls this) once per set;
+        # the one whose metrics hold the monitor closes the epoch.
+        if self._epoch_awaiting_eval is None or self.mining.monitor not in (metrics or {}):
+            return
+        self._epoch_awaiting_eval = None
+        self._mine(float(metrics[self.mining.monitor]))
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._check_no_epoch_awaits_eval()
+
+    def _check_no_epoch_awaits_eval(self) -> None:
+        if self._epoch_awaiting_eval is not None:
+            raise MiningError(
+                f"custom.hard_sample_mining.monitor: {self.mining.monitor!r} needs an evaluation after every epoch "
+                f"(training.eval_strategy: epoch) whose metrics hold it, but epoch {self._epoch_awaiting_eval} "
+                "ended without one"
+            )
 
     def _mine(self, monitored):
         metrics = self.mining.end_epoch(self.mining.sampler.epoch, monitored)
         self.trainer.log(metrics)
 
-    def on_save(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            self.mining.save(os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"))

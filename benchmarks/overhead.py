@@ -1,0 +1,164 @@
+"""What mining costs per training step: hardmine's loss path against the stock Trainer's.
+
+For each configuration (tiny text and tiny Qwen2-VL, padded and packed) one
+fixed batch is run through ``Trainer.compute_loss`` + backward by
+
+* ``stock``: a plain ``transformers.Trainer`` (the model's own loss), and
+* ``mining``: a :class:`hardmine.train.trainer.HardmineTrainer` with mining on
+  (tiled LM head at supervised positions, per-sample losses recorded),
+
+interleaved (stock, mining, stock, ...) so that machine noise hits both alike;
+the result is the ratio of medians. Peak memory is measured per arm in a fresh
+subprocess (peak RSS of the process, which holds the model, the batch and one
+step's activations, so the ratio understates the saving on the loss alone).
+
+    python benchmarks/overhead.py [--repeats 30] [--out benchmarks/results/overhead.json]
+
+Prints one JSON object and writes it to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+CONFIGS = ("text-padded", "text-packed", "vl-padded", "vl-packed")
+
+
+def build(config: str, arm: str, workdir: str):
+    """(trainer, batch) for one configuration and arm; the batch is already on the trainer's device."""
+    import numpy as np
+    import torch
+    from PIL import Image
+    from transformers import Trainer, TrainingArguments
+
+    from hardmine.core import MiningSettings, Pool
+    from hardmine.data.collate import PackedCollator, PaddedCollator, split_metadata
+    from hardmine.data.encode import dense_caption_messages, encode_chat
+    from hardmine.models import load_model_and_processor
+    from hardmine.train.library import MetadataCollator, MinedDataset
+    from hardmine.train.mining import HardMining
+    from hardmine.train.sampler import ScheduleSampler
+    from hardmine.train.trainer import HardmineTrainer
+
+    task, layout = config.split("-")
+    model, processor, _ = load_model_and_processor("builtin:tiny-qwen2-vl" if task == "vl" else "builtin:tiny-text")
+    rng = np.random.default_rng(0)
+    features = []
+    for i in range(8):
+        words = " ".join(rng.choice(["red", "blue", "square", "line", "green", "triangle"], size=int(rng.integers(4, 12))))
+        if task == "vl":
+            image = Image.fromarray(rng.integers(0, 256, (112, 112, 3), dtype=np.uint8))
+            objects = json.dumps([{"desc": words, "bbox_2d": rng.integers(0, 1001, 4).tolist()}])
+            features.append(encode_chat(processor, dense_caption_messages(objects), [image]))
+        else:
+            chat = [{"role": "user", "content": f"Reverse: {words}"}, {"role": "assistant", "content": words[::-1]}]
+            features.append(encode_chat(processor, chat))
+    tokenizer = getattr(processor, "tokenizer", processor)
+    collate = PackedCollator(model=model) if layout == "packed" else PaddedCollator(pad_token_id=tokenizer.pad_token_id)
+    dataset = MinedDataset(features, "target")
+    batch = MetadataCollator(collate)([dataset[i] for i in range(len(dataset))])
+    args = TrainingArguments(output_dir=workdir, report_to=[], use_cpu=True, remove_unused_columns=False, disable_tqdm=True)
+    if arm == "stock":
+        trainer = Trainer(model=model, args=args)
+        batch, _ = split_metadata(batch)
+    else:
+        pools = [Pool("target", len(dataset))]
+        sampler = ScheduleSampler(pools, seed=0)
+        mining = HardMining(MiningSettings(), pools, sampler, output_dir=workdir, dump=False)
+        trainer = HardmineTrainer(model=model, args=args, train_sampler=sampler, mining=mining)
+    model.train()
+    return trainer, trainer._prepare_inputs(batch)
+
+
+def step(trainer, batch) -> None:
+    loss = trainer.compute_loss(trainer.model, dict(batch))
+    loss.backward()
+    trainer.model.zero_grad(set_to_none=True)
+
+
+def time_config(config: str, repeats: int) -> dict:
+    with tempfile.TemporaryDirectory() as work:
+        arms = {arm: build(config, arm, f"{work}/{arm}") for arm in ("stock", "mining")}
+        for arm in arms.values():  # warm-up: allocator, autograd graph caches
+            for _ in range(3):
+                step(*arm)
+        times: dict[str, list[float]] = {"stock": [], "mining": []}
+        for _ in range(repeats):
+            for name in ("stock", "mining"):
+                start = time.perf_counter()
+                step(*arms[name])
+                times[name].append(time.perf_counter() - start)
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    return {
+        "step_ms_median": {name: round(1000 * value, 3) for name, value in medians.items()},
+        "time_ratio": round(medians["mining"] / medians["stock"], 4),
+        "repeats": repeats,
+    }
+
+
+def peak_rss_mib(config: str, arm: str, steps: int = 5) -> float:
+    """Peak RSS of a fresh process that builds one arm and runs ``steps`` steps."""
+    code = (
+        "import resource, sys, tempfile\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from overhead import build, step\n"
+        "with tempfile.TemporaryDirectory() as d:\n"
+        f"    t, b = build({config!r}, {arm!r}, d)\n"
+        f"    [step(t, b) for _ in range({steps})]\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(out.stdout.strip().splitlines()[-1]) / 1024  # Linux reports KiB
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=CONFIGS)
+    parser.add_argument("--out", default="benchmarks/results/overhead.json")
+    args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    results = {}
+    for config in args.configs:
+        row = time_config(config, args.repeats)
+        memory = {arm: round(peak_rss_mib(config, arm), 1) for arm in ("stock", "mining")}
+        row["peak_rss_mib"] = memory
+        row["memory_ratio"] = round(memory["mining"] / memory["stock"], 4)
+        results[config] = row
+        print(f"{config}: time x{row['time_ratio']}, peak RSS x{row['memory_ratio']}", file=sys.stderr)
+    report = {
+        "benchmark": "hardmine.overhead/1",
+        "commit": git_commit(),
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
+                    "torch_threads": torch.get_num_threads(), "device": "cpu"},
+        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "results": results,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

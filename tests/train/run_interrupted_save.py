@@ -1,0 +1,33 @@
+"""A training run that stops in the middle of its first checkpoint save (for the test).
+
+Usage: python run_interrupted_save.py CONFIG READY_FILE
+
+The save of the model weights goes through; before the optimizer and the
+trainer state are written, the run creates READY_FILE and sleeps, so that the
+test can interrupt it with a real SIGINT at that point.
+"""
+
+import sys
+import time
+from pathlib import Path
+
+from transformers import Trainer
+
+from hardmine.config import load_config
+from hardmine.recipe.checks import CONFIG_CHECKS
+from hardmine.train.entry import run_training
+
+
+def main() -> None:
+    config, ready = sys.argv[1], Path(sys.argv[2])
+
+    def stall(self, output_dir):
+        ready.write_text(output_dir)
+        time.sleep(600)
+
+    Trainer._save_optimizer_and_scheduler = stall
+    run_training(load_config(config, checks=CONFIG_CHECKS))
+
+
+if __name__ == "__main__":
+    main()
