@@ -104,3 +104,26 @@ def test_a_dump_that_cannot_be_written_keeps_the_plan_and_the_run(tmp_path, capl
     assert metrics["hsm/active"] == 1.0 and metrics["hsm/dump_failed"] == 1.0
     assert mining.sampler.plan is not None and mining.sampler.plan.epoch == 2
     assert "could not write the dump of epoch 2" in caplog.text
+
+
+def test_losses_on_the_device_are_copied_to_the_host_once_per_flush(monkeypatch):
+    import torch
+
+    copies = []
+    original = torch.Tensor.cpu
+
+    def counting_cpu(self, *args, **kwargs):
+        copies.append(self.numel())
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "cpu", counting_cpu)
+    log = ObservationLog()
+    for micro_batch in range(4):  # one optimizer step of 4 accumulated micro-batches
+        log.append([micro_batch * 2, micro_batch * 2 + 1], torch.tensor([1.0, 2.0]) * micro_batch, [0, 1], step=0)
+    assert copies == []
+    log.flush()
+    assert copies == [8]  # one copy of the whole step
+    log.append([9], [5.0], [2], step=1)  # host losses mix in
+    cols = log.drain()
+    assert cols["loss"].tolist() == [0.0, 0.0, 1.0, 2.0, 2.0, 4.0, 3.0, 6.0, 5.0] and cols["loss"].dtype == np.float32
+    assert copies == [8]

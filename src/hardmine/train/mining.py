@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+import torch
 
 from ..core import HardSampleMiner, HardSamplePlan, Pool, hard_vs_all
 from ..core.audit import SampleCatalog, add_slices, finite_or_none, loss_summary, write_population
@@ -73,31 +74,54 @@ class MiningError(RuntimeError):
 
 
 class ObservationLog:
-    """One rank's per-sample losses of the current epoch, as flat columns."""
+    """One rank's per-sample losses of the current epoch, as flat columns.
+
+    Losses may arrive as device tensors: they stay on the device until
+    :meth:`flush` copies all of them to the host at once (the trainer flushes
+    once per optimizer step), so mining costs one device-to-host copy a step
+    however many micro-batches the step accumulates.
+    """
 
     COLUMNS = {"sample_id": np.int64, "loss": np.float32, "step": np.int64, "position": np.int64}
 
     def __init__(self) -> None:
-        self._parts: list[dict[str, np.ndarray]] = []
+        self._parts: list[dict[str, Any]] = []
+        self._pending = 0  # parts whose loss is still a device tensor
 
     def append(self, sample_id, loss, position, step: int) -> None:
         sample_id = np.asarray(sample_id, dtype=np.int64).reshape(-1)
+        on_device = isinstance(loss, torch.Tensor)
         part = {
             "sample_id": sample_id,
-            "loss": np.asarray(loss, dtype=np.float32).reshape(-1),
+            "loss": loss.detach().reshape(-1) if on_device else np.asarray(loss, dtype=np.float32).reshape(-1),
             "position": np.asarray(position, dtype=np.int64).reshape(-1),
             "step": np.full(sample_id.size, int(step), np.int64),
         }
-        if len({v.size for v in part.values()}) != 1:
-            raise ValueError(f"observation columns differ in length: { {k: v.size for k, v in part.items()} }")
+        sizes = {k: int(v.numel() if isinstance(v, torch.Tensor) else v.size) for k, v in part.items()}
+        if len(set(sizes.values())) != 1:
+            raise ValueError(f"observation columns differ in length: {sizes}")
         self._parts.append(part)
+        self._pending += on_device
+
+    def flush(self) -> None:
+        """Copy every loss still on the device to the host, in one copy."""
+        if not self._pending:
+            return
+        waiting = [p for p in self._parts if isinstance(p["loss"], torch.Tensor)]
+        host = torch.cat([p["loss"].float() for p in waiting]).cpu().numpy()
+        offset = 0
+        for part in waiting:
+            n = part["loss"].numel()
+            part["loss"], offset = host[offset : offset + n], offset + n
+        self._pending = 0
 
     def __len__(self) -> int:
         return sum(p["sample_id"].size for p in self._parts)
 
     def drain(self) -> dict[str, np.ndarray]:
+        self.flush()
         out = {
-            name: np.concatenate([p[name] for p in self._parts]) if self._parts else np.empty(0, dtype)
+            name: np.concatenate([p[name] for p in self._parts]).astype(dtype, copy=False) if self._parts else np.empty(0, dtype)
             for name, dtype in self.COLUMNS.items()
         }
         self._parts = []

@@ -57,6 +57,10 @@ def build_mining(size: int, args, settings: MiningSettings, name: str, monitor: 
     return sampler, HardMining(settings, pools, sampler, output_dir=args.output_dir, dump=dump, monitor=monitor)
 
 
+#: Metadata kept on the host; ``sample_index`` goes to the device with the batch (the loss reads it there).
+HOST_METADATA = ("sample_id", "dataset", "base_idx", "position")
+
+
 class HardMiningMixin:
     """Mix into any ``transformers.Trainer`` subclass (TRL's ``SFTTrainer`` too).
 
@@ -158,13 +162,19 @@ class HardMiningMixin:
         if self.mining is not None:
             with torch.no_grad():
                 means = torch.where(counts > 0, sums.detach() / counts.clamp(min=1), torch.full_like(sums, float("nan")))
+            # Identity stayed on the host (see _prepare_inputs); the losses stay on
+            # the device until the step ends (HardMiningCallback.on_step_end).
             self.mining.record(
-                metadata["sample_id"].cpu().numpy(),
-                means.float().cpu().numpy(),  # the one device-to-host copy of a step's losses
-                metadata["position"].cpu().numpy(),
-                step=self.state.global_step,
+                metadata["sample_id"].cpu().numpy(), means, metadata["position"].cpu().numpy(), step=self.state.global_step
             )
         return result
+
+    def _prepare_inputs(self, inputs):
+        # Sample identity never goes to the device: it is only read back on the host.
+        host = {k: inputs.pop(k) for k in HOST_METADATA if k in inputs}
+        prepared = super()._prepare_inputs(inputs)
+        prepared.update(host)
+        return prepared
 
     def _computes_fused_loss(self) -> bool:
         """Whether this trainer is TRL's ``SFTTrainer``, which computes its loss with a fused LM head."""
@@ -380,6 +390,9 @@ class HardMiningCallback(TrainerCallback):
                 f"(training.eval_strategy: epoch) whose metrics hold it, but epoch {self._epoch_awaiting_eval} "
                 "ended without one"
             )
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.mining.log.flush()  # one device-to-host copy per optimizer step
 
     def _mine(self, monitored):
         metrics = self.mining.end_epoch(self.mining.sampler.epoch, monitored)
