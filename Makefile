@@ -10,8 +10,12 @@ STAMP := $(VENV)/.installed
 VENV_TRL := .venv-trl
 STAMP_TRL := $(VENV_TRL)/.installed
 TRL_CONSTRAINTS := constraints.txt constraints-trl.txt
+# ms-swift in its own environment too, at the transformers it resolves (5.19):
+# the whole suite runs there, so the lowest transformers hardmine claims is tested.
+VENV_SWIFT := .venv-swift
+STAMP_SWIFT := $(VENV_SWIFT)/.installed
 
-.PHONY: demo test test-core test-trl bench clean
+.PHONY: demo test test-core test-trl test-swift bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,11 +36,22 @@ $(STAMP_TRL): pyproject.toml constraints.txt constraints-trl.txt
 	PIP_CONSTRAINT="$(TRL_CONSTRAINTS)" $(VENV_TRL)/bin/python -m pip install --quiet -e ".[test,trl]"
 	touch $(STAMP_TRL)
 
-# The whole suite, then the TRL integration tests in TRL's environment.
-test: test-core test-trl
+$(STAMP_SWIFT): pyproject.toml constraints-swift.txt
+	$(PYTHON) -m venv $(VENV_SWIFT)
+	PIP_CONSTRAINT=constraints-swift.txt $(VENV_SWIFT)/bin/python -m pip install --quiet torch==2.13.0
+	PIP_CONSTRAINT=constraints-swift.txt $(VENV_SWIFT)/bin/python -m pip install --quiet -e ".[test,swift]"
+	PIP_CONSTRAINT=constraints-swift.txt $(VENV_SWIFT)/bin/python -m pip install --quiet --no-build-isolation deepspeed==0.19.8
+	touch $(STAMP_SWIFT)
+
+# The whole suite (transformers 5.24), the TRL tests in TRL's environment, and the
+# whole suite again with ms-swift and transformers 5.19.
+test: test-core test-trl test-swift
 
 test-core: $(STAMP)
 	$(BIN)/python -m pytest
+
+test-swift: $(STAMP_SWIFT)
+	$(VENV_SWIFT)/bin/python -m pytest
 
 test-trl: $(STAMP_TRL)
 	$(VENV_TRL)/bin/python -m pytest tests/train/test_trl.py tests/train/test_library_example.py tests/train/test_disabled_identity.py
@@ -49,4 +64,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/report.py --results benchmarks/results --docs docs
 
 clean:
-	rm -rf $(VENV) $(VENV_TRL) .pytest_cache .hypothesis
+	rm -rf $(VENV) $(VENV_TRL) $(VENV_SWIFT) .pytest_cache .hypothesis

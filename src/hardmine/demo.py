@@ -45,6 +45,8 @@ def run_demo(output_dir: Path, *, fast: bool = False) -> int:
     print(f"  final model: {result.final_dir}")
     if result.logging_dir is not None:
         print(f"  logs:        tensorboard --logdir {result.logging_dir}")
+    if result.mining_history:
+        print(f"  inspect:     hardmine inspect {result.output_dir} --plot plot.png --sheet sheet.png --top 10")
     for key, value in sorted(result.metrics.items()):
         if key.endswith("_loss"):
             print(f"  {key}: {value:.4f}")

@@ -98,3 +98,23 @@ def test_mining_on_trains_as_its_control_until_the_first_plan_applies(tmp_path):
     assert mined_losses[:steps_before_plan] == tiled_control[:steps_before_plan]  # bitwise
     assert mined_losses[steps_before_plan:] != tiled_control[steps_before_plan:]  # the plan changed epoch 2
     assert mined_losses[:steps_before_plan] == pytest.approx(control_losses[:steps_before_plan], rel=1e-5)
+
+
+def test_a_trainer_that_ignores_hardmines_sampler_is_stopped_before_training(tmp_path):
+    from hardmine.train.mining import MiningError
+
+    class OwnSamplerTrainer(HardmineTrainer):
+        """Builds its dataloader without asking for the training sampler (as ms-swift's trainer does)."""
+
+        def get_train_dataloader(self):
+            from torch.utils.data import DataLoader
+
+            return DataLoader(self.train_dataset, batch_size=8, collate_fn=self.data_collator)
+
+    model, tokenizer, _ = load_model_and_processor("builtin:tiny-text")
+    args = TrainingArguments(output_dir=str(tmp_path), num_train_epochs=1, report_to=[], use_cpu=True, save_strategy="no")
+    trainer = OwnSamplerTrainer(model=model, args=args, train_dataset=examples(tokenizer), data_collator=collate,
+                                mining=MiningSettings())
+    with pytest.raises(MiningError, match="does not draw from hardmine's sampler"):
+        trainer.train()
+    assert trainer.state.global_step == 0

@@ -10,7 +10,7 @@ import warnings
 import pytest
 import torch
 
-trl = pytest.importorskip("trl")
+trl = pytest.importorskip("trl", minversion="1.16")  # the fused LM head came with TRL 1.x
 datasets = pytest.importorskip("datasets")
 
 from hardmine.core import MiningSettings, SelectorSettings, TriggerSettings  # noqa: E402

@@ -47,7 +47,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -55,6 +54,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from .files import write_atomically
 from .identity import dataset_key, sample_ids
 from .selection import GuardSettings, Selection, SelectorSettings, apply_selector, guard_mask, raw_improvement, streak_reached
 
@@ -301,7 +301,7 @@ def write_population(population: Population, directory: str | os.PathLike) -> Pa
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / population_filename(population.meta["epoch"])
     meta = np.frombuffer(json.dumps(population.meta).encode("utf-8"), np.uint8)
-    _write_atomically(path, lambda f: np.savez_compressed(f, meta=meta, **population.columns))
+    write_atomically(path, lambda f: np.savez_compressed(f, meta=meta, **population.columns))
     return path
 
 
@@ -324,21 +324,6 @@ def read_population(path: str | os.PathLike, columns: Sequence[str] | None = Non
     if missing:
         raise ValueError(f"{path}: population file lacks column(s) {missing}")
     return Population(meta, columns)
-
-
-def _write_atomically(path: Path, write) -> None:
-    """Write through ``write(file)`` into a temporary file, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        umask = os.umask(0)  # mkstemp creates 0600; give the file a new file's permissions
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def finite_or_none(value: float | None) -> float | None:

@@ -49,13 +49,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
+from .files import write_atomically
 from .identity import sample_ids
 
 DUMP_FORMAT = "hardmine.hard_samples/2"
@@ -157,19 +157,7 @@ class HardSamplePlan:
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / dump_filename(self.epoch)
         text = json.dumps(self.to_json_dict(**details), indent=1, allow_nan=False) + "\n"
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            # mkstemp creates 0600; give the dump the permissions of any new file.
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return write_atomically(path, text.encode("utf-8"))
 
     @classmethod
     def from_json_dict(cls, data: Mapping[str, Any]) -> "HardSamplePlan":

@@ -12,13 +12,12 @@ status 2, so a script notices.
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from ..core.files import write_atomically as atomic_write
 from .report import compare_runs, format_comparison, format_report, run_report
 from .run import InspectError, load_run
 
@@ -38,17 +37,7 @@ def write_atomically(path: Path, data: bytes) -> None:
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise InspectError(f"{path}: cannot write, folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        umask = os.umask(0)  # mkstemp creates 0600; give the file a new file's permissions
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, data)
 
 
 def _check_options(opts: InspectOptions) -> None:

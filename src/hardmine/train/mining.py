@@ -60,6 +60,7 @@ import numpy as np
 import torch
 
 from ..core import HardSampleMiner, HardSamplePlan, Pool, hard_vs_all
+from ..core.files import write_atomically
 from ..core.audit import SampleCatalog, add_slices, finite_or_none, loss_summary, write_population
 from .distributed import broadcast_object, gather_columns, rank
 
@@ -378,10 +379,7 @@ def save_state(path: Path, state: Mapping[str, Any]) -> None:
     arrays: dict[str, np.ndarray] = {}
     skeleton = _flatten(state, "", arrays)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, __skeleton__=np.frombuffer(json.dumps(skeleton).encode(), np.uint8), **arrays)
-    tmp.replace(path)
+    write_atomically(path, lambda f: np.savez(f, __skeleton__=np.frombuffer(json.dumps(skeleton).encode(), np.uint8), **arrays))
 
 
 def load_state(path: Path) -> dict[str, Any]:

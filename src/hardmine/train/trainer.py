@@ -271,6 +271,19 @@ class HardMiningMixin:
         return super().train(resume_from_checkpoint, *args, **kwargs)
 
 
+def draws_from(loader, sampler, depth: int = 6) -> bool:
+    """Whether ``sampler`` is inside ``loader`` (through accelerate's and torch's wrappers)."""
+    if loader is sampler:
+        return True
+    if depth == 0 or loader is None:
+        return False
+    for name in ("sampler", "batch_sampler", "base_dataloader", "_sampler", "batch_sampler_shard"):
+        inner = getattr(loader, name, None)
+        if inner is not None and inner is not loader and draws_from(inner, sampler, depth - 1):
+            return True
+    return False
+
+
 class capture_fused_outputs:
     """Keep the last fused-head output (``log_probs`` and ``label_mask``) of a model's forward calls."""
 
@@ -364,6 +377,17 @@ class HardMiningCallback(TrainerCallback):
         self.mining = mining
         self.trainer = trainer
         self._epoch_awaiting_eval: int | None = None
+
+    def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs):
+        # A trainer that builds its own dataloader (ms-swift's does) may never ask
+        # for hardmine's sampler: the plan would then be silently ignored.
+        sampler = self.mining.sampler
+        if train_dataloader is not None and not draws_from(train_dataloader, sampler):
+            raise MiningError(
+                f"{type(self.trainer).__name__}'s training dataloader does not draw from hardmine's sampler, so "
+                "mining plans would be ignored; the trainer must use the sampler _get_train_sampler returns "
+                "(see the ms-swift plugin, hardmine.integrations.swift, for a trainer that builds its own)"
+            )
 
     def on_epoch_end(self, args, state, control, **kwargs):
         self._check_no_epoch_awaits_eval()

@@ -1,0 +1,1 @@
+"""hardmine inside other training frameworks (each module imports its framework; nothing here imports one)."""
