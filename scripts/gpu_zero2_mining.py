@@ -31,9 +31,9 @@ def main() -> int:
     out = Path(opts.output_dir).resolve()
     started = time.perf_counter()
     fusion = out / "data" / "fusion.yaml"
-    if distributed.rank() == 0 or not fusion.exists():
+    if distributed.current_ranks().is_main or not fusion.exists():
         fusion = make_dataset(out / "data", seed=0, target_size=160, source_sizes={"shapes_a": 80, "shapes_b": 80}, val_size=16)
-    distributed.barrier()
+    distributed.barrier(distributed.current_ranks())
     tree = {
         "model": {"model": "builtin:tiny-qwen2-vl"},
         "training": {
@@ -58,7 +58,7 @@ def main() -> int:
         "check": "gpu_zero2_mining",
         "device": torch.cuda.get_device_name(0),
         "torch": torch.__version__,
-        "world_size": distributed.world_size(),
+        "world_size": distributed.current_ranks().world_size,
         "global_step": result.trainer.state.global_step,
         "mining": result.mining_history,
         "dumps": dumps,
@@ -66,7 +66,7 @@ def main() -> int:
         "peak_gpu_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1),
         "wall_s": round(time.perf_counter() - started, 1),
     }
-    is_main = distributed.rank() == 0
+    is_main = distributed.current_ranks().is_main
     distributed.shutdown()
     if not is_main:
         return 0  # rank 0 holds the mining history and reports

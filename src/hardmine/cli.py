@@ -41,12 +41,12 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .train.distributed import rank, shutdown
+    from .train.distributed import current_ranks, shutdown
     from .train.entry import run_training
 
     cfg = _load(args)
     result = run_training(cfg, resume_from_checkpoint=args.resume)
-    is_main = rank() == 0
+    is_main = current_ranks().is_main
     shutdown()
     if not is_main:
         return 0

@@ -100,14 +100,14 @@ def main() -> None:
         },
     }
     config_path = out / "config.yaml"
-    if distributed.rank() == 0 or not config_path.exists():
+    if distributed.current_ranks().is_main or not config_path.exists():
         config_path.write_text(yaml.safe_dump(tree))
     result = run_training(load_config(config_path, checks=CHECKS), resume_from_checkpoint=opts.resume)
     record["global_step"] = result.trainer.state.global_step
     record["deepspeed"] = bool(result.trainer.is_deepspeed_enabled)
-    record["rank"] = distributed.rank()
-    record["world_size"] = distributed.world_size()
-    (out / f"rank{distributed.rank()}.json").write_text(json.dumps(record))
+    record["rank"] = distributed.current_ranks().rank
+    record["world_size"] = distributed.current_ranks().world_size
+    (out / f"rank{distributed.current_ranks().rank}.json").write_text(json.dumps(record))
     distributed.shutdown()
 
 

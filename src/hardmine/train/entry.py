@@ -20,7 +20,7 @@ from ..data.collate import PackedCollator, PaddedCollator
 from ..data.dataset import CaptionDataset
 from ..recipe.checks import CONFIG_CHECKS as CHECKS
 from ..recipe.checks import check_data
-from .distributed import barrier, local_rank
+from .distributed import Ranks, barrier, local_rank
 from .mining import HardMining
 from .sampler import ScheduleSampler
 from .slices import SliceEvalCallback
@@ -103,6 +103,7 @@ def run_training(
             section.to_settings(), pools, sampler, output_dir=args.output_dir, dump=section.dump, monitor=section.monitor,
             catalogs={p.name: pool_catalog(p) for p in train_pools[:1]},  # the mined target
             dump_population=section.dump_population,
+            ranks=Ranks.of(args),
         )
     if mining is not None and resume_from_checkpoint not in (None, False, True):
         mining.check_resumable(resume_from_checkpoint)  # other settings: say which, before anything loads
@@ -111,7 +112,7 @@ def run_training(
         # process group exists, transformers writes weights from rank 0 only.
         if local_rank() == 0:
             materialize_builtin(cfg.model.model)
-        barrier()
+        barrier(Ranks.of(args))
     model, processor, task = load_model_and_processor(cfg.model.model, task=cfg.model.task, dtype=cfg.model.dtype)
     augmentation = AugmentationConfig.from_mapping(cfg.custom.augmentation)
     common = dict(processor=processor, seed=args.seed, augmentation=augmentation, max_length=cfg.data.max_length)

@@ -62,7 +62,7 @@ import torch
 from ..core import HardSampleMiner, HardSamplePlan, Pool, hard_vs_all
 from ..core.files import write_atomically
 from ..core.audit import SampleCatalog, add_slices, finite_or_none, loss_summary, write_population
-from .distributed import broadcast_object, gather_columns, rank
+from .distributed import Ranks, broadcast_object, gather_columns
 
 logger = logging.getLogger("hardmine")
 
@@ -152,10 +152,12 @@ class HardMining:
         monitor: str = "train_loss",
         catalogs: Mapping[str, SampleCatalog] | None = None,
         dump_population: bool = False,
+        ranks: Ranks = Ranks(),
     ):
         """``catalogs``: per dataset, where its samples live (dump rows then name
         file, line and images); ``dump_population``: also write every target
-        sample's statistics per mining epoch (needs ``dump``)."""
+        sample's statistics per mining epoch (needs ``dump``); ``ranks``: this
+        process among the training processes (the Trainer's ``Ranks.of(args)``)."""
         self.settings = settings
         self.target = pools[0].name
         self.sampler = sampler
@@ -164,7 +166,8 @@ class HardMining:
         self.monitor = monitor
         self.log = ObservationLog()
         # Only rank 0 aggregates; other ranks hold just the plan, via the sampler.
-        self.miner = HardSampleMiner({self.target: pools[0].size}, [self.target], settings) if rank() == 0 else None
+        self.ranks = ranks
+        self.miner = HardSampleMiner({self.target: pools[0].size}, [self.target], settings) if ranks.is_main else None
         self.history: list[dict[str, Any]] = []  # one row per epoch (rank 0)
         self.mined_epoch: int | None = None  # the last epoch end_epoch closed
         self.sizes = {p.name: p.size for p in pools}
@@ -189,7 +192,7 @@ class HardMining:
         """
         if self.mined_epoch is not None and epoch <= self.mined_epoch:
             raise MiningError(f"epoch {epoch} was already mined (last mined epoch: {self.mined_epoch})")
-        gathered = gather_columns(self.log.drain())
+        gathered = gather_columns(self.log.drain(), self.ranks)
         payload = None
         if self.miner is not None:
             try:
@@ -199,7 +202,7 @@ class HardMining:
                 # rather than leave them hanging or train on without mining.
                 logger.exception("hardmine: mining failed at the end of epoch %d", epoch)
                 payload = ("error", f"{type(e).__name__}: {e}", None)
-        status, plan_state, metrics = broadcast_object(payload)
+        status, plan_state, metrics = broadcast_object(payload, self.ranks)
         if status == "error":
             raise MiningError(f"mining failed at the end of epoch {epoch} on rank 0: {plan_state}")
         self.mined_epoch = epoch

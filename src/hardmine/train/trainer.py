@@ -30,7 +30,7 @@ from ..core import MiningSettings, Pool
 from ..core.errors import UserInputError
 from ..data.collate import split_metadata
 from .loss import per_sample_loss, sample_index_for_packed, sample_index_for_padded, tiled_head_loss
-from .distributed import barrier
+from .distributed import Ranks, barrier
 from .mining import STATE_FILE, HardMining, MiningError
 from .sampler import ScheduleSampler
 from .tensorboard import LossHistogramCallback
@@ -54,7 +54,8 @@ def build_mining(size: int, args, settings: MiningSettings, name: str, monitor: 
     # The stock Trainer's data seed: the order is the stock run's until a plan exists.
     seed = args.data_seed if getattr(args, "data_seed", None) is not None else args.seed
     sampler = ScheduleSampler(pools, seed=seed)
-    return sampler, HardMining(settings, pools, sampler, output_dir=args.output_dir, dump=dump, monitor=monitor)
+    mining = HardMining(settings, pools, sampler, output_dir=args.output_dir, dump=dump, monitor=monitor, ranks=Ranks.of(args))
+    return sampler, mining
 
 
 #: Metadata kept on the host; ``sample_index`` goes to the device with the batch (the loss reads it there).
@@ -254,7 +255,7 @@ class HardMiningMixin:
         super()._save_checkpoint(model, trial)
         if self.mining is not None and self.args.should_save:
             self.mining.save(folder)
-        barrier()  # every rank's shards (DeepSpeed) are on disk before the folder counts as complete
+        barrier(Ranks.of(self.args))  # every rank's shards (DeepSpeed) are on disk before the folder counts as complete
         if self.args.should_save:
             marker.unlink(missing_ok=True)
 
