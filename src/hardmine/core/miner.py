@@ -73,13 +73,6 @@ class EpochReport:
     hard_stats: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     population: Population | None = None  # with end_epoch(..., population=True)
 
-    def summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"epoch": self.epoch, "active": self.active, "monitored": self.monitored, **self.stats}
-        if self.selection is not None:
-            sel = self.selection
-            out.update(num_hard=sel.num_hard, observed=sel.observed, eligible=sel.eligible, excluded=dict(sel.excluded))
-        return out
-
 
 class HardSampleMiner:
     def __init__(

@@ -25,7 +25,7 @@ from ..config.schema import TRAINING_DEFAULTS
 from ..core import SettingError, UserInputError
 from ..data.augment import AugmentationConfig
 from ..data.dataset import RecordPool
-from ..data.fusion import FusionConfigError, load_fusion
+from ..config.fusion import FusionConfigError, load_fusion
 from ..data.records import read_jsonl
 
 MINING = "custom.hard_sample_mining"
