@@ -122,6 +122,59 @@ def peak_rss_mib(config: str, arm: str, steps: int = 5) -> float:
     return int(out.stdout.strip().splitlines()[-1]) / 1024  # Linux reports KiB
 
 
+def mining_step_at_scale(size: int, epochs: int = 3) -> dict:
+    """The end-of-epoch mining work on ``size`` target samples: observe, select, plan, dump, schedule.
+
+    Time of each part at the last epoch (mining active from epoch 1), and the
+    peak of memory allocated during that epoch end (numpy reports its
+    allocations to tracemalloc), beside the tracker's own footprint.
+    """
+    import tracemalloc
+
+    import numpy as np
+
+    from hardmine.core import HardSampleMiner, MiningSettings, Pool, SelectorSettings, TriggerSettings, build_epoch_schedule, sample_ids
+
+    settings = MiningSettings(trigger=TriggerSettings(start_epoch=1, plateau_delta=10.0),
+                              selector=SelectorSettings(mode="percentile", value=0.1))
+    pools = [Pool("target", size), Pool("source", size // 4, 0.25)]
+    miner = HardSampleMiner({"target": size}, ["target"], settings)
+    rng = np.random.default_rng(0)
+    ids = sample_ids("target", np.arange(size))
+    steps = np.repeat(np.arange(size // 1024 + 1), 1024)[:size]
+    timings: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as out:
+        for epoch in range(epochs):
+            losses = rng.gamma(2.0, 0.5, size).astype(np.float32) * (0.9**epoch)
+            last = epoch == epochs - 1
+            if last:
+                tracemalloc.start()
+            start = time.perf_counter()
+            miner.observe(ids, losses, epoch=epoch, steps=steps + epoch * (size // 1024 + 1))
+            observed = time.perf_counter()
+            report = miner.end_epoch(epoch)
+            selected = time.perf_counter()
+            if report.plan is not None:
+                report.plan.dump(out)
+            dumped = time.perf_counter()
+            schedule = build_epoch_schedule(pools, miner.plan, seed=0, epoch=epoch + 1)
+            scheduled = time.perf_counter()
+            if last:
+                _, peak = tracemalloc.get_traced_memory()
+                tracemalloc.stop()
+                timings = {"observe_s": observed - start, "select_and_plan_s": selected - observed,
+                           "dump_s": dumped - selected, "schedule_s": scheduled - dumped}
+    return {
+        "target_samples": size,
+        "hard": int(report.plan.num_hard) if report.plan is not None else 0,
+        "schedule_length": len(schedule),
+        **{k: round(v, 4) for k, v in timings.items()},
+        "total_s": round(sum(timings.values()), 4),
+        "peak_alloc_mib": round(peak / 2**20, 1),
+        "tracker_bytes_per_sample": round(miner.tracker.nbytes / size, 1) if hasattr(miner.tracker, "nbytes") else None,
+    }
+
+
 def git_commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
@@ -134,6 +187,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=CONFIGS)
     parser.add_argument("--out", default="benchmarks/results/overhead.json")
+    parser.add_argument("--scale", type=int, default=1_000_000, help="target samples of the end-of-epoch measurement")
     args = parser.parse_args(argv)
     import torch
 
@@ -146,6 +200,8 @@ def main(argv=None) -> int:
         row["memory_ratio"] = round(memory["mining"] / memory["stock"], 4)
         results[config] = row
         print(f"{config}: time x{row['time_ratio']}, peak RSS x{row['memory_ratio']}", file=sys.stderr)
+    scale = mining_step_at_scale(args.scale)
+    print(f"end of epoch at {args.scale:,} samples: {scale['total_s']} s, peak {scale['peak_alloc_mib']} MiB", file=sys.stderr)
     report = {
         "benchmark": "hardmine.overhead/1",
         "commit": git_commit(),
@@ -153,6 +209,7 @@ def main(argv=None) -> int:
                     "torch_threads": torch.get_num_threads(), "device": "cpu"},
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "results": results,
+        "mining_step_at_scale": scale,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
