@@ -21,14 +21,21 @@ from hardmine.core.selection import judge_guard
 TOP1 = SelectorSettings("top_k", k=1, value=None)
 
 
-def test_rule_is_validated_and_improvement_stays_the_plain_rule():
+IMPROVEMENT = GuardSettings(rule="improvement")
+
+
+def test_sticky_is_the_default_and_the_rule_is_validated():
+    assert GuardSettings().rule == "sticky"
     with pytest.raises(SettingError, match="noise_guard.rule"):
         GuardSettings(rule="forever")
+
+
+def test_improvement_rule_has_no_memory():
     history = np.array([[2.0, 2.0], [1.0, 1.95], [0.5, 1.9]])
-    plain = guard_mask(history, np.zeros(2, np.uint16), GuardSettings())
+    plain = guard_mask(history, np.zeros(2, np.uint16), IMPROVEMENT)
     flagged = np.array([True, False])
-    # Flags given to the plain rule change nothing: it has no memory.
-    assert guard_mask(history, np.zeros(2, np.uint16), GuardSettings(), flagged)[0].tolist() == plain[0].tolist()
+    # Flags given to the improvement rule change nothing.
+    assert guard_mask(history, np.zeros(2, np.uint16), IMPROVEMENT, flagged)[0].tolist() == plain[0].tolist()
 
 
 def test_sticky_excludes_an_earlier_failure_even_when_it_now_improves():
@@ -46,7 +53,7 @@ def test_sticky_without_earlier_flags_equals_the_improvement_rule():
     rng = np.random.default_rng(0)
     history = rng.random((3, 40)) + 0.5
     bits = rng.integers(0, 8, 40).astype(np.uint16)
-    plain, plain_counts = guard_mask(history, bits, GuardSettings())
+    plain, plain_counts = guard_mask(history, bits, IMPROVEMENT)
     sticky, sticky_counts = guard_mask(history, bits, GuardSettings(rule="sticky"))
     assert plain.tolist() == sticky.tolist()
     assert sticky_counts == {**plain_counts, "flagged_earlier": 0}

@@ -126,7 +126,7 @@ def test_guard_counts_each_rule():
     bits = np.array([0, 0, 0b111, 0], np.uint16)
     ok, counts = guard_mask(history, bits, GuardSettings(window=1, max_hard_streak=3))
     assert ok.tolist() == [True, False, False, False]
-    assert counts == {"insufficient_history": 1, "not_improving": 1, "hard_streak": 1}
+    assert counts == {"insufficient_history": 1, "not_improving": 1, "hard_streak": 1, "flagged_earlier": 0}
     ok, counts = guard_mask(history, bits, GuardSettings(enabled=False))
     assert ok.all() and counts == {}
 

@@ -21,7 +21,8 @@ Eligibility, in order
      ``max_hard_streak`` plans is not eligible this time (it gets a rest; a
      sample the model cannot learn should not hold 3x weight for ever).
 
-   * ``flagged_earlier`` (only with ``rule: sticky``): a sample that failed
+   * ``flagged_earlier`` (``rule: sticky``, the default; ``rule: improvement``
+     judges every epoch afresh and skips this rule): a sample that failed
      ``not_improving`` at any earlier selection stays excluded for the rest
      of the run. Why: a mislabelled sample's loss stays flat while the
      population learns, but once the model starts memorising it its loss
@@ -87,7 +88,10 @@ class GuardSettings:
     min_improvement: float = 0.1
     window: int = 2
     max_hard_streak: int = 3
-    rule: str = "improvement"  # or "sticky": a failure of not_improving excludes for good
+    # "sticky" (default): a failure of not_improving excludes for good; "improvement":
+    # judged afresh every epoch. Chosen by benchmarks/quality.py (docs/benchmarks.md):
+    # with wrong labels, fresh judgement let memorised ones back into the mined set.
+    rule: str = "sticky"
 
     def __post_init__(self) -> None:
         key = f"{MINING_KEY}.noise_guard"
