@@ -327,7 +327,8 @@ def test_other_qwen_vl_families_pack_like_they_pad(family, tmp_path):
 @pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("task", ["vl", "text"])
 @pytest.mark.parametrize("layout", ["padded", "packed"])
-def test_tiled_head_loss_equals_the_models_own_loss_and_gradients(load_builtin, task, layout):
+@pytest.mark.parametrize("checkpoint", [None, True])  # None: by size (no recompute for a tiny vocabulary)
+def test_tiled_head_loss_equals_the_models_own_loss_and_gradients(load_builtin, task, layout, checkpoint):
     from hardmine.data.collate import split_metadata
     from hardmine.train.loss import tiled_head_loss
 
@@ -352,7 +353,9 @@ def test_tiled_head_loss_equals_the_models_own_loss_and_gradients(load_builtin, 
     assert out.logits.numel() == 0  # no logits were built
     index = meta["sample_index"] if layout == "packed" else torch.arange(n)[:, None].expand_as(labels)
     head = model.get_output_embeddings()
-    sums, counts = tiled_head_loss(out.hidden_states[-1], head.weight, head.bias, labels, index, n, chunk_size=7)
+    sums, counts = tiled_head_loss(
+        out.hidden_states[-1], head.weight, head.bias, labels, index, n, chunk_size=7, checkpoint=checkpoint
+    )
     tiled = sums.sum() / counts.sum()
     tiled.backward()
     tiled_grads = grads()

@@ -32,6 +32,9 @@ from torch.utils.checkpoint import checkpoint as _checkpoint
 IGNORE_INDEX = -100
 #: Supervised positions scored per float32 chunk.
 DEFAULT_CHUNK_SIZE = 256
+#: Above this many bytes of float32 logits over all scored positions, the tiled
+#: head recomputes each chunk's logits in the backward pass instead of keeping them.
+KEEP_LOGITS_BYTES = 64 * 2**20
 
 
 def per_sample_loss(
@@ -74,7 +77,7 @@ def tiled_head_loss(
     num_samples: int,
     *,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
-    checkpoint: bool = True,
+    checkpoint: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`per_sample_loss` from the last hidden states, never building the logits.
 
@@ -83,7 +86,10 @@ def tiled_head_loss(
     at the scored positions, ``chunk_size`` of them at a time; each chunk's logits
     are made in the head's dtype and scored in float32, as transformers scores
     its own, and with ``checkpoint=True`` they are recomputed in the backward
-    pass instead of kept. Same ``(loss_sum, token_count)`` as :func:`per_sample_loss`
+    pass instead of kept. ``checkpoint=None`` decides by size: recompute only
+    when keeping every scored position's float32 logits would take more than
+    :data:`KEEP_LOGITS_BYTES` (a large vocabulary); below that, recomputing
+    costs time and saves nothing that matters. Same ``(loss_sum, token_count)`` as :func:`per_sample_loss`
     on ``hidden @ head_weight.T``; the gradient reaches ``hidden`` and the head.
     """
     if hidden.ndim != 3:
@@ -93,6 +99,8 @@ def tiled_head_loss(
     _check_inputs(hidden, labels, sample_index, num_samples, chunk_size)
     rows, cols, targets, samples = scored_positions(labels.to(hidden.device), sample_index.to(hidden.device), head_weight.shape[0])
     needs_grad = torch.is_grad_enabled() and (hidden.requires_grad or head_weight.requires_grad)
+    if checkpoint is None:
+        checkpoint = targets.numel() * head_weight.shape[0] * 4 > KEEP_LOGITS_BYTES
     # One gather of the scored rows (scored tokens x hidden size, small): the
     # backward then scatters into ``hidden`` once.
     pieces = []
