@@ -1,7 +1,8 @@
 """Does mining help? A paired-seed quality benchmark of hardmine's rules.
 
-    python benchmarks/quality.py                      # the full suite (~1 h on one core)
-    python benchmarks/quality.py --quick              # the pipeline on tiny sizes (~2 min)
+    python benchmarks/quality.py                      # the full suite (~45 min on one core)
+    python benchmarks/quality.py --quick              # the pipeline on tiny sizes (~20 s)
+    python benchmarks/quality.py --resummarize        # recompute the summary of the JSON
     python benchmarks/quality.py --tasks text --seeds 0 1 2
 
 Two tasks, each with a harder minority slice, trained with hardmine as a user
@@ -19,14 +20,28 @@ Arms (same data, same number of optimizer steps; an arm and its control share
 initialisation and data order until the arm's first plan applies, which the
 benchmark checks and reports):
 
-* ``uniform``: the control, mining enabled with a trigger that never fires;
+* ``uniform``: the control, mining enabled with a trigger that never fires
+  (hardmine's sampler keeps the stock Trainer order until a plan exists, so
+  this is the stock run);
+* ``placebo``: mining starts but selects nothing (threshold above any loss):
+  the data order changes from the first plan on, no sample gains weight; the
+  spread a different order alone gives a paired difference;
 * ``defaults``: hardmine's defaults, the trigger forced to fire at
   ``--mine-from`` so that every mining arm changes the run at the same epoch;
 * ``original``: the first rule (EMA, top-k 10%, weight 3, no guard, no
   progress correction, aggregated from epoch 0);
 * ``guard_off`` / ``correction_off``: the defaults less one part;
-* ``sticky_guard``: the defaults with the guard rule ``sticky`` (a sample that
-  once failed the guard stays excluded), the candidate rule of issue 8.
+* ``improvement_guard``: the defaults with the guard rule ``improvement``
+  (judged afresh every epoch; the default before these measurements);
+* ``weight2``: the defaults with hard weight 2 instead of 3 (fewer slots taken
+  from the rest of the data);
+* ``sticky_guard`` / ``sticky_weight2``: the guard rule ``sticky`` (a sample
+  that once failed the guard stays excluded), with weight 3 / 2: how the rule
+  was measured while ``improvement`` was the default (not in the full plan
+  now that ``sticky`` is the default: they equal ``defaults`` / ``weight2``).
+
+Each arm's settings are recorded in the JSON (``setup.arm_settings``), so a
+page built later knows what ``defaults`` meant when the runs were made.
 
 Conditions: ``clean`` labels, and ``noisy``: 10% of the target training labels
 replaced by wrong ones (indices kept, evaluation always clean), so the mined
@@ -62,7 +77,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 NEVER = 10_000  # a start epoch no run reaches: the control's trigger never fires
 FORCE_DELTA = 1e6  # "improved by less than 10^6 relative" always holds: fire at start_epoch
-ARMS = ("uniform", "defaults", "original", "guard_off", "correction_off", "sticky_guard")
+ARMS = (
+    "uniform", "placebo", "defaults", "improvement_guard", "original", "guard_off", "correction_off", "weight2",
+    "sticky_guard", "sticky_weight2",
+)
 CONDITIONS = ("clean", "noisy")
 NOISE_SHARE = 0.1
 LETTERS = "abcdefgh"
@@ -101,70 +119,50 @@ QUICK = {
     "vl": VLSize(train=24, val=12, epochs=3),
 }
 # Seeds and arms of the full suite per task. The VL task costs ~6x the text
-# task a run, so it runs the arms that answer issue 8's questions (defaults,
-# the original rule's harm, the candidate guard) on 3 seeds; the ablations
-# run on the text task, with 5 seeds.
+# task a run, so it runs the arms that answer issue 8's main questions (the
+# defaults, the previous guard rule, the original rule's harm, the order-only
+# placebo) on 3 seeds; the ablations run on the text task, with 5 seeds.
 FULL_PLAN = {
-    "text": ([0, 1, 2, 3, 4], list(ARMS)),
-    "vl": ([0, 1, 2], ["uniform", "defaults", "original", "sticky_guard"]),
+    "text": ([0, 1, 2, 3, 4], ["uniform", "placebo", "defaults", "improvement_guard", "original", "guard_off", "correction_off", "weight2"]),
+    "vl": ([0, 1, 2], ["uniform", "placebo", "defaults", "improvement_guard", "original"]),
 }
 
 
 # ------------------------------------------------------------------ arms
-def arm_settings(arm: str, *, mine_from: int, train_size: int):
-    """The MiningSettings of one arm (the library's own classes, nothing reimplemented)."""
-    from hardmine.core import GuardSettings, MiningSettings, SelectorSettings, TriggerSettings
-
-    forced = TriggerSettings(start_epoch=mine_from, plateau_delta=FORCE_DELTA)
-    if arm == "uniform":
-        return MiningSettings(trigger=TriggerSettings(start_epoch=NEVER))
-    if arm == "defaults":
-        return MiningSettings(trigger=forced)
-    if arm == "original":
-        return MiningSettings(
-            trigger=forced,
-            selector=SelectorSettings(mode="top_k", k=math.ceil(0.1 * train_size), value=None),
-            guard=GuardSettings(enabled=False),
-            aggregation="ema",
-            progress_correction=False,
-            history_epochs=mine_from,  # aggregate from epoch 0: the first rule kept everything
-            hard_weight=3.0,
-        )
-    if arm == "guard_off":
-        return MiningSettings(trigger=forced, guard=GuardSettings(enabled=False))
-    if arm == "correction_off":
-        return MiningSettings(trigger=forced, progress_correction=False)
-    if arm == "sticky_guard":
-        return MiningSettings(trigger=forced, guard=GuardSettings(rule="sticky"))
-    raise ValueError(f"unknown arm {arm!r}; expected one of {ARMS}")
-
-
-def settings_as_yaml(settings) -> dict[str, Any]:
-    """The ``custom.hard_sample_mining`` section that gives ``settings`` (for the entry point)."""
-    s = settings
-    guard = {
-        "enabled": s.guard.enabled,
-        "min_improvement": s.guard.min_improvement,
-        "window": s.guard.window,
-        "max_hard_streak": s.guard.max_hard_streak,
-    }
-    return {
-        "enabled": True,
-        "start_epoch": s.trigger.start_epoch,
-        "plateau_delta": s.trigger.plateau_delta,
-        "patience": s.trigger.patience,
-        "selector": {"mode": s.selector.mode, **({"k": s.selector.k} if s.selector.mode == "top_k" else {"value": s.selector.value})},
-        "aggregation": {
-            "mode": s.aggregation,
-            "ema_decay": s.ema_decay,
-            "progress_correction": s.progress_correction,
-            "level_decay": s.level_decay,
-            "history_epochs": s.history_epochs,
+def arm_section(arm: str, *, mine_from: int, train_size: int) -> dict[str, Any]:
+    """One arm's ``custom.hard_sample_mining`` section: what differs from hardmine's defaults."""
+    forced = {"start_epoch": mine_from, "plateau_delta": FORCE_DELTA}
+    sections = {
+        "uniform": {"start_epoch": NEVER},
+        # A plan that marks nothing: the order leaves the stock order when mining
+        # starts, but no sample gains weight. What the order change alone does.
+        "placebo": {**forced, "selector": {"mode": "threshold", "value": 1e30}, "noise_guard": {"enabled": False}},
+        "defaults": forced,
+        "original": {
+            **forced,
+            "selector": {"mode": "top_k", "k": math.ceil(0.1 * train_size), "value": None},
+            "noise_guard": {"enabled": False},
+            # EMA from epoch 0 on, raw losses: the first rule kept everything.
+            "aggregation": {"mode": "ema", "progress_correction": False, "history_epochs": mine_from},
+            "hard_weight": 3.0,
         },
-        "noise_guard": guard,
-        "hard_weight": s.hard_weight,
-        "dump": True,
+        "guard_off": {**forced, "noise_guard": {"enabled": False}},
+        "correction_off": {**forced, "aggregation": {"progress_correction": False}},
+        "improvement_guard": {**forced, "noise_guard": {"rule": "improvement"}},
+        "weight2": {**forced, "hard_weight": 2.0},
+        "sticky_guard": {**forced, "noise_guard": {"rule": "sticky"}},
+        "sticky_weight2": {**forced, "noise_guard": {"rule": "sticky"}, "hard_weight": 2.0},
     }
+    if arm not in sections:
+        raise ValueError(f"unknown arm {arm!r}; expected one of {ARMS}")
+    return sections[arm]
+
+
+def arm_settings(arm: str, *, mine_from: int, train_size: int):
+    """The MiningSettings of one arm (the library's own class, nothing reimplemented)."""
+    from hardmine.core import MiningSettings
+
+    return MiningSettings(**arm_section(arm, mine_from=mine_from, train_size=train_size))
 
 
 # ------------------------------------------------------------------ evaluation (shared)
@@ -315,10 +313,9 @@ def pad_batch(features, pad_id: int):
 
 
 def run_text(size: TextSize, data: dict, *, condition: str, seed: int, arm: str, mine_from: int, out_dir: Path) -> dict:
-    import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
-    from hardmine.models.builtin import load_model_and_processor
+    from hardmine.models import load_model_and_processor
     from hardmine.train.library import HardMiningMixin, mining_kwargs
 
     class MinedTrainer(HardMiningMixin, Trainer):
@@ -422,16 +419,18 @@ def run_vl(size: VLSize, data: dict, *, condition: str, seed: int, arm: str, min
             "train_jsonl": str(data["train_jsonl"][condition]),
             "val_jsonl": str(data["val_jsonl"]),
             "augmentation": {"enabled": False},
-            "hard_sample_mining": {**settings_as_yaml(settings), "start_epoch": min(settings.trigger.start_epoch, size.epochs - 2)},
+            "hard_sample_mining": {**dataclasses.asdict(settings), "start_epoch": min(settings.start_epoch, size.epochs - 2)},
         },
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     config = out_dir / "config.yaml"
     config.write_text(yaml.safe_dump(tree, sort_keys=False), encoding="utf-8")
-    # The engine gets the arm's settings exactly; the rest of the pipeline is the
-    # entry point's. Why not through the YAML alone: the schema rightly rejects a
-    # trigger that can never fire (the control's), and has no key for the guard's rule.
-    result = _with_settings(settings, lambda: run_training(load_config(config, checks=CHECKS), slice_eval=True))
+    # The YAML holds the arm's section with the start epoch clamped into the run
+    # (the entry point rightly rejects a trigger that can never fire, the
+    # control's); the engine then gets the arm's settings exactly.
+    cfg = load_config(config, checks=CHECKS)
+    cfg = cfg.model_copy(update={"custom": cfg.custom.model_copy(update={"hard_sample_mining": settings})})
+    result = run_training(cfg, slice_eval=True)
     trainer = result.trainer
     val_ds = next(iter(trainer.eval_dataset.values()))
     collator = trainer.data_collator
@@ -450,17 +449,6 @@ def run_vl(size: VLSize, data: dict, *, condition: str, seed: int, arm: str, min
         row["all"] = {"loss": share * row["hard"]["loss"] + (1 - share) * row["rest"]["loss"]}
     epochs[-1].update(final)  # the last epoch's full scores (token accuracy too)
     return {"epochs": epochs, "mining": [dict(r) for r in result.mining_history], "steps": int(trainer.state.global_step)}
-
-
-def _with_settings(settings, fn: Callable[[], Any]):
-    from hardmine.config.schema import HardSampleMiningSection
-
-    original = HardSampleMiningSection.to_settings
-    HardSampleMiningSection.to_settings = lambda self: settings
-    try:
-        return fn()
-    finally:
-        HardSampleMiningSection.to_settings = original
 
 
 # ------------------------------------------------------------------ mined sets and trigger
@@ -506,10 +494,20 @@ def run_suite(opts) -> dict:
     import torch
 
     torch.set_num_threads(1)
+    # Import every part of hardmine the runs use now, so that one suite runs one
+    # version of the code from start to end.
+    import hardmine.config  # noqa: F401
+    import hardmine.data.synth  # noqa: F401
+    import hardmine.train.entry  # noqa: F401
+    import hardmine.train.library  # noqa: F401
     sizes = QUICK if opts.quick else FULL
     out = Path(opts.out)
     work = Path(opts.work)
+    meta = machine_meta()  # the commit the runs are made with, not the one at the end
     runs = []
+    out.mkdir(parents=True, exist_ok=True)
+    partial = out / "quality.partial.jsonl"
+    partial.unlink(missing_ok=True)
     started = time.perf_counter()
     for task in opts.tasks:
         size = sizes[task]
@@ -535,10 +533,12 @@ def run_suite(opts) -> dict:
                     )
                     runs.append(result)
                     print(progress_line(result), flush=True)
+                    with open(partial, "a", encoding="utf-8") as f:  # a crash late in the suite keeps the runs
+                        f.write(json.dumps(result, default=_json_default) + "\n")
     report = {
         "benchmark": "hardmine.quality/1",
         "mode": "quick" if opts.quick else "full",
-        "meta": machine_meta(),
+        "meta": meta,
         "setup": {
             "tasks": {t: dataclasses.asdict(sizes[t]) for t in opts.tasks},
             "plan": {t: {"seeds": opts.plan[t][0], "arms": opts.plan[t][1]} for t in opts.tasks},
@@ -546,6 +546,7 @@ def run_suite(opts) -> dict:
             "conditions": list(opts.conditions),
             "seeds": sorted({s for t in opts.tasks for s in opts.plan[t][0]}),
             "mine_from": opts.mine_from, "noise_share": NOISE_SHARE,
+            "arm_settings": recorded_arm_settings(opts.plan, sizes, opts.mine_from),
         },
         "wall_s": round(time.perf_counter() - started, 1),
         "runs": runs,
@@ -553,7 +554,16 @@ def run_suite(opts) -> dict:
     report["summary"] = summarize(runs, opts.mine_from)
     out.mkdir(parents=True, exist_ok=True)
     (out / "quality.json").write_text(json.dumps(report, indent=1, default=_json_default) + "\n", encoding="utf-8")
+    partial.unlink(missing_ok=True)
     return report
+
+
+def recorded_arm_settings(plan: dict, sizes: dict, mine_from: int) -> dict:
+    """Each arm's MiningSettings as run, per task: what "defaults" meant at this commit."""
+    return {
+        task: {arm: dataclasses.asdict(arm_settings(arm, mine_from=mine_from, train_size=sizes[task].train)) for arm in arms}
+        for task, (_, arms) in plan.items()
+    }
 
 
 def progress_line(r: dict) -> str:
@@ -619,26 +629,21 @@ def summarize(runs: list[dict], mine_from: int) -> dict:
     summary: dict[str, Any] = {}
     for (task, condition), group in sorted(_group(runs, "task", "condition").items()):
         controls = {r["seed"]: r for r in group if r["arm"] == "uniform"}
+        placebos = {r["seed"]: r for r in group if r["arm"] == "placebo"}
         entry: dict[str, Any] = {"arms": {}, "trigger": trigger_summary(controls, mine_from)}
         for (arm,), arm_runs in sorted(_group(group, "arm").items()):
             arm_runs = sorted(arm_runs, key=lambda r: r["seed"])
-            a: dict[str, Any] = {"seeds": [r["seed"] for r in arm_runs], "metrics": {}, "paired": {}}
+            a: dict[str, Any] = {"seeds": [r["seed"] for r in arm_runs], "metrics": {}, "paired": {}, "paired_placebo": {}}
             for slice_name, metric in METRICS:
                 values = [final_metric(r, slice_name, metric) for r in arm_runs]
                 if any(v is None for v in values):
                     continue
                 key = f"{slice_name}_{metric}"
                 a["metrics"][key] = stats(values)
-                if arm != "uniform" and all(r["seed"] in controls for r in arm_runs):
-                    base = [final_metric(controls[r["seed"]], slice_name, metric) for r in arm_runs]
-                    diffs = [v - b for v, b in zip(values, base)]
-                    rel = [(v - b) / b if b else None for v, b in zip(values, base)]
-                    better = [(d < 0) if metric in LOWER_IS_BETTER else (d > 0) for d in diffs]
-                    a["paired"][key] = {
-                        "diff": diffs, "relative": rel, "mean_diff": float(np.mean(diffs)),
-                        "mean_relative": float(np.mean([x for x in rel if x is not None])) if any(x is not None for x in rel) else None,
-                        "better_in": int(sum(better)), "of": len(better),
-                    }
+                for field, refs, own in (("paired", controls, "uniform"), ("paired_placebo", placebos, "placebo")):
+                    if arm not in ("uniform", own) and refs and all(r["seed"] in refs for r in arm_runs):
+                        base = [final_metric(refs[r["seed"]], slice_name, metric) for r in arm_runs]
+                        a[field][key] = paired_stats(values, base, lower_is_better=metric in LOWER_IS_BETTER)
             a["fired_epoch"] = [fired_epoch(r) for r in arm_runs]
             if arm != "uniform":
                 a["identical_until_first_plan"] = [
@@ -651,11 +656,30 @@ def summarize(runs: list[dict], mine_from: int) -> dict:
     return summary
 
 
+def paired_stats(values: list[float], base: list[float], *, lower_is_better: bool) -> dict[str, Any]:
+    """Per-seed differences of an arm to its reference run of the same seed."""
+    diffs = [v - b for v, b in zip(values, base)]
+    rel = [(v - b) / b if b else None for v, b in zip(values, base)]
+    better = [(d < 0) if lower_is_better else (d > 0) for d in diffs]
+    known = [x for x in rel if x is not None]
+    return {
+        "diff": diffs, "relative": rel, "mean_diff": float(np.mean(diffs)),
+        "mean_relative": float(np.mean(known)) if known else None,
+        "better_in": int(sum(better)), "of": len(better),
+    }
+
+
+def applied_plans(run: dict) -> list[dict]:
+    """The mined sets that trained: a plan made at the end of the last epoch applies to nothing."""
+    last = max(e["epoch"] for e in run["epochs"])
+    return [m for m in run["mined"] if m["epoch"] < last]
+
+
 def mined_summary(arm_runs: list[dict]) -> dict:
-    """Mean over seeds, per epoch and overall, of the mined set's hard and corrupted shares."""
+    """Mean over seeds, per epoch and overall, of the hard and corrupted shares of the mined sets that trained."""
     by_epoch: dict[int, dict[str, list]] = {}
     for r in arm_runs:
-        for m in r["mined"]:
+        for m in applied_plans(r):
             row = by_epoch.setdefault(m["epoch"], {"num_mined": [], "hard_share": [], "corrupted_share": []})
             for k in row:
                 if m[k] is not None:
@@ -665,7 +689,7 @@ def mined_summary(arm_runs: list[dict]) -> dict:
     }
     overall = {}
     for k in ("hard_share", "corrupted_share"):
-        values = [m[k] for r in arm_runs for m in r["mined"] if m[k] is not None]
+        values = [m[k] for r in arm_runs for m in applied_plans(r) if m[k] is not None]
         overall[k] = float(np.mean(values)) if values else None
     base = arm_runs[0]["base_rates"]
     overall["hard_ratio_to_base"] = overall["hard_share"] / base["hard"] if overall["hard_share"] is not None and base["hard"] else None
@@ -691,10 +715,10 @@ def guard_summary(arm_runs: list[dict]) -> dict:
 
 def trigger_summary(controls: dict[int, dict], mine_from: int) -> dict:
     """When plateau triggers would fire on the control runs (exact: runs match until mining starts)."""
-    from hardmine.core import TriggerSettings
+    from hardmine.core import MiningSettings
 
-    default = TriggerSettings()
-    out: dict[str, Any] = {"forced_epoch": mine_from, "default": {}, "candidates": {}}
+    default = MiningSettings().trigger
+    out: dict[str, Any] = {"forced_epoch": mine_from, "default_settings": dataclasses.asdict(default), "default": {}, "candidates": {}}
     for seed, run in sorted(controls.items()):
         monitored = {int(r["epoch"]): float(r["hsm/monitored"]) for r in run["mining"] if r.get("hsm/monitored") is not None}
         out.setdefault("monitored", {})[str(seed)] = monitored
@@ -712,16 +736,13 @@ def machine_meta() -> dict[str, Any]:
     import torch
     import transformers
 
-    def git(*args):
-        try:
-            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            return None
-
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     return {
-        "commit": git("rev-parse", "HEAD"),
-        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
-        "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "commit": _git("rev-parse", "HEAD"),
+        "started_commit": _git("rev-parse", "HEAD"),
+        "started_at": now,
+        "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "timestamp": now,
         "machine": platform.machine(),
         "processor": _cpu_name(),
         "cpus": os.cpu_count(),
@@ -731,6 +752,13 @@ def machine_meta() -> dict[str, Any]:
         "transformers": transformers.__version__,
         "platform": platform.platform(),
     }
+
+
+def _git(*args) -> str | None:
+    try:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip() or None
+    except (OSError, subprocess.CalledProcessError):
+        return None
 
 
 def _cpu_name() -> str:
@@ -761,6 +789,7 @@ def parse_args(argv=None):
     ap.add_argument("--mine-from", type=int, default=None, help="the epoch at whose end every mining arm first mines")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     ap.add_argument("--work", default="/tmp/hardmine-quality", help="corpora, runs and dumps")
+    ap.add_argument("--resummarize", action="store_true", help="recompute the summary of <out>/quality.json from its runs; train nothing")
     opts = ap.parse_args(argv)
     opts.tasks = opts.tasks or ["text", "vl"]
     opts.conditions = opts.conditions or list(CONDITIONS)
@@ -780,6 +809,25 @@ def main(argv=None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("MKL_NUM_THREADS", "1")
     opts = parse_args(argv)
+    if opts.resummarize:
+        path = Path(opts.out) / "quality.json"
+        report = json.loads(path.read_text(encoding="utf-8"))
+        report["summary"] = summarize(report["runs"], report["setup"]["mine_from"])
+        setup = report["setup"]
+        if "arm_settings" not in setup:  # results written before settings were recorded
+            sizes = QUICK if report["mode"] == "quick" else FULL
+            plan = {t: (p["seeds"], p["arms"]) for t, p in setup["plan"].items()}
+            setup["arm_settings"] = recorded_arm_settings(plan, sizes, setup["mine_from"])
+            setup["arm_settings_note"] = f"recorded after the runs, from commit {machine_meta()['commit']}"
+        meta = report["meta"]
+        if "started_commit" not in meta:  # meta written at the end of the suite: find the commit it started from
+            end = _dt.datetime.fromisoformat(meta["timestamp"])
+            started = (end - _dt.timedelta(seconds=report["wall_s"])).isoformat()
+            meta["started_commit"] = _git("rev-list", "-1", f"--before={started}", "HEAD")
+            meta["started_at"] = started
+        path.write_text(json.dumps(report, indent=1, default=_json_default) + "\n", encoding="utf-8")
+        print(f"resummarized {path}")
+        return 0
     report = run_suite(opts)
     print(f"wrote {Path(opts.out) / 'quality.json'} ({report['wall_s']:.0f} s)")
     return 0
