@@ -26,7 +26,7 @@ ARM_ORDER = (
 ARM_NOTES = {
     "uniform": "control: mining on, trigger never fires",
     "placebo": "mining starts but marks nothing: only the data order changes",
-    "defaults": "hardmine's defaults (trigger forced at the same epoch)",
+    "defaults": "hardmine's defaults when the runs were made (see the arms table), trigger forced at the same epoch",
     "original": "EMA, top-k 10%, weight 3, no guard, no correction",
     "guard_off": "defaults without the noise guard",
     "correction_off": "defaults without progress correction",
@@ -417,8 +417,9 @@ def describe_setup(report: dict) -> list[str]:
     for task, size in s["tasks"].items():
         described = ", ".join(f"{k} {v}" for k, v in size.items())
         lines.append(f"- `{task}`: {TASK_NOTES.get(task, task)}. Sizes: {described}.")
+    seeds = "; ".join(f"`{t}` {p['seeds']}" for t, p in s.get("plan", {}).items()) or str(s["seeds"])
     lines.append(
-        f"- Seeds {s['seeds']} (each seed draws its own data, label corruption and order; arms of a seed share all three). "
+        f"- Seeds: {seeds} (each seed draws its own data, label corruption and order; arms of a seed share all three). "
         f"Mining arms first mine at the end of epoch {s['mine_from']} (the plan applies from epoch {s['mine_from'] + 1}). "
         f"Noisy condition: {pct(s['noise_share'], 0, sign=False)} of target training labels replaced by wrong ones; evaluation labels are clean."
     )
@@ -487,8 +488,8 @@ def defaults_section(report: dict) -> list[str]:
         for condition, entry in (("clean", clean), ("noisy", noisy)):
             if entry:
                 fired = entry["trigger"]["default"]
-                never = sum(v is None for v in fired.values())
-                lines.append(f"- Default plateau trigger ({condition}): never fired in {never} of {len(fired)} control runs.")
+                when = ", ".join("never" if v is None else f"epoch {v}" for _, v in sorted(fired.items()))
+                lines.append(f"- Default plateau trigger, replayed on the {condition} controls (by seed): {when}.")
         lines.append("")
     return lines
 
@@ -614,8 +615,9 @@ def settings_table(report: dict) -> list[str]:
         current = arm_by_settings(report, task)
         for arm in [a for a in ARM_ORDER if a in arms]:
             f = normalized(arms[arm])
-            trigger = "never fires" if f["start_epoch"] > 1000 else f"forced at epoch {f['start_epoch']}"
-            guard = f"`{f.get('noise_guard.rule', 'improvement')}`" if f["noise_guard.enabled"] else "off"
+            never = f["start_epoch"] > 1000
+            trigger = "never fires" if never else f"forced at epoch {f['start_epoch']}"
+            guard = "(unused)" if never else f"`{f.get('noise_guard.rule', 'improvement')}`" if f["noise_guard.enabled"] else "off"
             selector = f"{f['selector.mode']} " + (f"k={f['selector.k']}" if f["selector.mode"] == "top_k" else f"{f['selector.value']:g}")
             rows.append([task, f"`{arm}`" + (" (today's defaults)" if arm == current else ""), trigger, selector, guard,
                          "on" if f["aggregation.progress_correction"] else "off", f"{f['hard_weight']:g}", f["aggregation.mode"],
@@ -658,8 +660,7 @@ def defaults_table(report: dict) -> list[str]:
             e = summary.get(f"{task}/{cond}")
             if e:
                 fired = e["trigger"]["default"]
-                never = sum(v is None for v in fired.values())
-                out.append(f"{cond}: never fired in {never}/{len(fired)} controls")
+                out.append(f"{cond} controls fired at: " + ", ".join("never" if v is None else str(v) for _, v in sorted(fired.items())))
         return ", ".join(out)
 
     def guard_evidence(task: str) -> str:
