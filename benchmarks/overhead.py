@@ -7,8 +7,9 @@ fixed batch is run through ``Trainer.compute_loss`` + backward by
 * ``mining``: a :class:`hardmine.train.trainer.HardmineTrainer` with mining on
   (tiled LM head at supervised positions, per-sample losses recorded),
 
-interleaved (stock, mining, stock, ...) so that machine noise hits both alike;
-the result is the ratio of medians. Peak memory is measured per arm in a fresh
+interleaved (stock, mining, mining, stock, ...: each arm goes first in half the
+rounds) so that machine noise hits both alike; the result is the ratio of
+medians. Peak memory is measured per arm in a fresh
 subprocess (peak RSS of the process, which holds the model, the batch and one
 step's activations, so the ratio understates the saving on the loss alone).
 
@@ -23,7 +24,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -33,12 +33,45 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 CONFIGS = ("text-padded", "text-packed", "vl-padded", "vl-packed")
+#: TRL's SFTTrainer with and without mining (run where trl is installed: .venv-trl).
+TRL_CONFIGS = ("trl-text",)
+
+
+def build_trl(arm: str, workdir: str):
+    """(trainer, batch): TRL's SFTTrainer (its fused loss and metrics), with hardmine's mining or without."""
+    import random
+
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from hardmine.core import MiningSettings
+    from hardmine.models import load_model_and_processor
+    from hardmine.train.library import HardMiningMixin
+
+    class MinedSFTTrainer(HardMiningMixin, SFTTrainer):
+        pass
+
+    rng = random.Random(0)
+    words = ["".join(rng.choice("abcdefgh") for _ in range(rng.randint(3, 12))) for _ in range(64)]
+    dataset = Dataset.from_list([{"prompt": [{"role": "user", "content": f"reverse {w}"}],
+                                  "completion": [{"role": "assistant", "content": w[::-1]}]} for w in words])
+    model, tokenizer, _ = load_model_and_processor("builtin:tiny-text")
+    args = SFTConfig(output_dir=workdir, report_to=[], use_cpu=True, disable_tqdm=True, per_device_train_batch_size=8)
+    if arm == "stock":
+        trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    else:
+        trainer = MinedSFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                                  mining=MiningSettings(dump=False))
+    model.train()
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(8)])
+    return trainer, trainer._prepare_inputs(batch)
 
 
 def build(config: str, arm: str, workdir: str):
     """(trainer, batch) for one configuration and arm; the batch is already on the trainer's device."""
+    if config in TRL_CONFIGS:
+        return build_trl(arm, workdir)
     import numpy as np
-    import torch
     from PIL import Image
     from transformers import Trainer, TrainingArguments
 
@@ -75,7 +108,7 @@ def build(config: str, arm: str, workdir: str):
     else:
         pools = [Pool("target", len(dataset))]
         sampler = ScheduleSampler(pools, seed=0)
-        mining = HardMining(MiningSettings(), pools, sampler, output_dir=workdir, dump=False)
+        mining = HardMining(MiningSettings(dump=False), pools, sampler, output_dir=workdir)
         trainer = HardmineTrainer(model=model, args=args, train_sampler=sampler, mining=mining)
     model.train()
     return trainer, trainer._prepare_inputs(batch)
@@ -94,8 +127,9 @@ def time_config(config: str, repeats: int) -> dict:
             for _ in range(3):
                 step(*arm)
         times: dict[str, list[float]] = {"stock": [], "mining": []}
-        for _ in range(repeats):
-            for name in ("stock", "mining"):
+        for rep in range(repeats):
+            # Alternate which arm goes first, so neither always runs on a warmer cache.
+            for name in ("stock", "mining") if rep % 2 == 0 else ("mining", "stock"):
                 start = time.perf_counter()
                 step(*arms[name])
                 times[name].append(time.perf_counter() - start)
@@ -133,9 +167,9 @@ def mining_step_at_scale(size: int, epochs: int = 3) -> dict:
 
     import numpy as np
 
-    from hardmine.core import HardSampleMiner, MiningSettings, Pool, SelectorSettings, TriggerSettings, build_epoch_schedule, sample_ids
+    from hardmine.core import HardSampleMiner, MiningSettings, Pool, SelectorSettings, build_epoch_schedule, sample_ids
 
-    settings = MiningSettings(trigger=TriggerSettings(start_epoch=1, plateau_delta=10.0),
+    settings = MiningSettings(start_epoch=1, plateau_delta=10.0,
                               selector=SelectorSettings(mode="percentile", value=0.1))
     pools = [Pool("target", size), Pool("source", size // 4, 0.25)]
     miner = HardSampleMiner({"target": size}, ["target"], settings)
@@ -185,7 +219,7 @@ def git_commit() -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=30)
-    parser.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=CONFIGS)
+    parser.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=CONFIGS + TRL_CONFIGS)
     parser.add_argument("--out", default="benchmarks/results/overhead.json")
     parser.add_argument("--scale", type=int, default=1_000_000, help="target samples of the end-of-epoch measurement")
     args = parser.parse_args(argv)

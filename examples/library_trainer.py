@@ -15,8 +15,8 @@ import random
 import torch
 from transformers import Trainer, TrainingArguments
 
-from hardmine.core import MiningSettings, SelectorSettings, TriggerSettings
-from hardmine.models.builtin import load_model_and_processor
+from hardmine.core import MiningSettings
+from hardmine.models import load_model_and_processor
 from hardmine.train.library import HardMiningMixin  # (1) import
 
 
@@ -62,8 +62,8 @@ def main(argv: list[str] | None = None) -> MinedTrainer:
         dataloader_pin_memory=torch.cuda.is_available(),
     )
     settings = MiningSettings(
-        trigger=TriggerSettings(start_epoch=1, plateau_delta=1.0),  # mine from the end of epoch 1 on
-        selector=SelectorSettings(mode="percentile", value=0.1),
+        start_epoch=1, plateau_delta=1.0,  # mine from the end of epoch 1 on
+        selector={"mode": "percentile", "value": 0.1},  # the YAML's keys and shapes
     )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     trainer = MinedTrainer(model=model, args=args, train_dataset=train, data_collator=pad_collator(pad_id),

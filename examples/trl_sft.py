@@ -16,7 +16,7 @@ import random
 from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
-from hardmine.core import MiningSettings, SelectorSettings, TriggerSettings  # (1) import
+from hardmine.core import MiningSettings  # (1) import
 from hardmine.models import load_model_and_processor
 from hardmine.train.library import HardMiningMixin  # (1)
 
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> MinedSFTTrainer:
         logging_steps=5, report_to=[], disable_tqdm=True, seed=0, save_strategy="no", use_cpu=True,
     )
     settings = MiningSettings(  # (3) when and what to mine
-        trigger=TriggerSettings(start_epoch=1, plateau_delta=1.0), selector=SelectorSettings(mode="percentile", value=0.1)
+        start_epoch=1, plateau_delta=1.0, selector={"mode": "percentile", "value": 0.1}
     )
     trainer = MinedSFTTrainer(model=model, args=args, train_dataset=reversal_dataset(opts.samples, seed=0),
                               processing_class=tokenizer, mining=settings)  # (4)

@@ -82,8 +82,8 @@ def naive(settings: MiningSettings) -> MiningSettings:
     """The same settings with progress correction and the noise guard off."""
     return replace(
         settings,
-        progress_correction=False,
-        guard=replace(settings.guard, enabled=False),
+        aggregation=replace(settings.aggregation, progress_correction=False),
+        noise_guard=replace(settings.noise_guard, enabled=False),
     )
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from hardmine.core import GuardSettings, HardSampleMiner, MiningSettings, SelectorSettings, TriggerSettings, sample_ids
+from hardmine.core import GuardSettings, HardSampleMiner, MiningSettings, SelectorSettings, sample_ids
 from hardmine.core.audit import (
     EXCLUSION_RULES,
     SampleCatalog,
@@ -22,7 +22,7 @@ def mine(selector: SelectorSettings, guard: GuardSettings, epochs: int = 5, seed
     miner = HardSampleMiner(
         {"target": N, "src": 50},
         ["target"],
-        MiningSettings(trigger=TriggerSettings(start_epoch=1, plateau_delta=1.0), selector=selector, guard=guard),
+        MiningSettings(start_epoch=1, plateau_delta=1.0, selector=selector, noise_guard=guard),
     )
     rng = np.random.default_rng(seed)
     reports = []
@@ -97,7 +97,7 @@ def test_rules_name_why_samples_were_left_out(tmp_path):
 
 def test_unobserved_samples_carry_only_their_own_rule():
     miner = HardSampleMiner(
-        {"target": 10}, ["target"], MiningSettings(trigger=TriggerSettings(start_epoch=0, plateau_delta=1.0),
+        {"target": 10}, ["target"], MiningSettings(start_epoch=0, plateau_delta=1.0,
                                                    selector=SelectorSettings(mode="top_k", k=2, value=None))
     )
     for epoch in range(2):

@@ -11,7 +11,6 @@ from hardmine.core import (
     SelectorSettings,
     SettingError,
     TrackerSettings,
-    TriggerSettings,
     guard_mask,
     sample_ids,
     select_hard,
@@ -85,11 +84,10 @@ def test_select_hard_carries_flags_of_unobserved_samples():
 
 def _miner(rule: str) -> HardSampleMiner:
     settings = MiningSettings(
-        trigger=TriggerSettings(start_epoch=2, plateau_delta=1e6),
+        start_epoch=2, plateau_delta=1e6,
         selector=TOP1,
-        guard=GuardSettings(rule=rule, max_hard_streak=16),
-        progress_correction=False,
-        history_epochs=2,
+        noise_guard=GuardSettings(rule=rule, max_hard_streak=16),
+        aggregation={"progress_correction": False, "history_epochs": 2},
     )
     return HardSampleMiner({"t": 2}, ["t"], settings)
 

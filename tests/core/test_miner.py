@@ -8,7 +8,6 @@ from hardmine.core import (
     Pool,
     SelectorSettings,
     SettingError,
-    TriggerSettings,
     build_epoch_schedule,
     hard_vs_all,
     sample_ids,
@@ -16,9 +15,9 @@ from hardmine.core import (
 from hardmine.core.miner import MiningStateMismatch
 
 SETTINGS = MiningSettings(
-    trigger=TriggerSettings(start_epoch=2, plateau_delta=0.5),
+    start_epoch=2, plateau_delta=0.5,
     selector=SelectorSettings(mode="top_k", k=10, value=None),
-    guard=GuardSettings(min_improvement=0.05),
+    noise_guard=GuardSettings(min_improvement=0.05),
 )
 
 
@@ -71,7 +70,8 @@ def test_resume_with_other_settings_names_each_changed_yaml_key():
     first = HardSampleMiner({"target": 100}, ["target"], SETTINGS)
     run(first, 2)
     other = MiningSettings(
-        trigger=SETTINGS.trigger, selector=SETTINGS.selector, guard=SETTINGS.guard, hard_weight=5.0, ema_decay=0.7
+        start_epoch=2, plateau_delta=0.5, selector=SETTINGS.selector, noise_guard=SETTINGS.noise_guard, hard_weight=5.0,
+        aggregation={"ema_decay": 0.7},
     )
     with pytest.raises(MiningStateMismatch) as info:
         HardSampleMiner({"target": 100}, ["target"], other).load_state_dict(first.state_dict())
@@ -90,10 +90,39 @@ def test_settings_errors_name_the_key():
     with pytest.raises(SettingError, match="custom.hard_sample_mining.hard_weight: got 0.5; expected a finite number >= 1.0"):
         MiningSettings(hard_weight=0.5)
     with pytest.raises(SettingError, match="aggregation.mode"):
-        MiningSettings(aggregation="max")
+        MiningSettings(aggregation={"mode": "max"})
 
 
 def test_aggregation_starts_history_epochs_before_start_epoch():
-    s = MiningSettings(trigger=TriggerSettings(start_epoch=5), history_epochs=2)
+    s = MiningSettings(start_epoch=5, aggregation={"history_epochs": 2})
     assert s.tracker_settings().aggregate_from_epoch == 3
-    assert MiningSettings(trigger=TriggerSettings(start_epoch=1)).tracker_settings().aggregate_from_epoch == 0
+    assert MiningSettings(start_epoch=1).tracker_settings().aggregate_from_epoch == 0
+
+
+def test_settings_take_the_yaml_keys_and_shapes():
+    s = MiningSettings(
+        start_epoch=3, monitor="eval_loss", dump=False, selector={"mode": "top_k", "k": 200},
+        aggregation={"mode": "mean"}, noise_guard={"enabled": False},
+    )
+    assert s.trigger.start_epoch == 3 and s.monitor == "eval_loss" and not s.dump
+    assert s.selector == SelectorSettings(mode="top_k", k=200) and s.aggregation.mode == "mean"
+    assert s.guard.enabled is False and s.tracker_settings().aggregation == "mean"
+
+
+@pytest.mark.parametrize(
+    "kwargs, key",
+    [
+        ({"selector": {"mode": "top_k"}}, "selector.k"),  # checked when made, not at the first epoch end
+        ({"selector": {"mode": "top_k", "kk": 3}}, "selector.kk"),
+        ({"aggregation": {"mode": "median"}}, "aggregation.mode"),
+        ({"aggregation": "ema"}, "aggregation"),
+        ({"noise_guard": {"window": 0}}, "noise_guard.window"),
+        ({"start_epoch": -1}, "start_epoch"),
+        ({"enabled": "yes"}, "enabled"),
+        ({"monitor": ""}, "monitor"),
+    ],
+)
+def test_bad_settings_name_their_yaml_key(kwargs, key):
+    with pytest.raises(SettingError) as info:
+        MiningSettings(**kwargs)
+    assert info.value.key == f"custom.hard_sample_mining.{key}"

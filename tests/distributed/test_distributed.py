@@ -73,7 +73,7 @@ def test_mined_set_equals_single_process_selection(tmp_path, corpus, zero2):
     from hardmine.config import load_config
 
     cfg = load_config(tmp_path / "recompute" / "config.yaml")
-    miner = HardSampleMiner({"target": TARGET}, ["target"], cfg.custom.hard_sample_mining.to_settings())
+    miner = HardSampleMiner({"target": TARGET}, ["target"], cfg.custom.hard_sample_mining)
     dumps = sorted((tmp_path / "recompute" / "run").glob("hard_samples_epoch_*.json"))
     for epoch in ("0", "1", "2"):
         obs = fed[epoch]

@@ -4,15 +4,17 @@ The run here is simulated (the real mining stage, fed made-up losses): fast,
 and its files are exactly what training writes.
 """
 
+from dataclasses import replace
 import json
 
 import numpy as np
 import pytest
 
-from hardmine.core import GuardSettings, MiningSettings, Pool, SelectorSettings, TriggerSettings, sample_ids
+from hardmine.core import GuardSettings, MiningSettings, Pool, SelectorSettings
 from hardmine.core.audit import SampleCatalog
 from hardmine.train.mining import HardMining
 from hardmine.train.sampler import ScheduleSampler
+from simulation import simulate_epoch
 
 POOLS = [Pool("target", 40), Pool("src", 20, 0.5)]
 
@@ -26,23 +28,13 @@ def sim_run(tmp_path):
         images=[(str(tmp_path / f"img{i}.png"),) for i in range(40)], slices=["hard" if i < 8 else "easy" for i in range(40)],
     )
     settings = MiningSettings(
-        trigger=TriggerSettings(start_epoch=1, plateau_delta=0.9),
+        start_epoch=1, plateau_delta=0.9,
         selector=SelectorSettings(mode="top_k", k=5, value=None),
-        guard=GuardSettings(min_improvement=0.01),
+        noise_guard=GuardSettings(min_improvement=0.01),
     )
-    mining = HardMining(settings, POOLS, ScheduleSampler(POOLS, seed=0), output_dir=run, catalogs={"target": catalog},
-                        dump_population=True)
+    mining = HardMining(replace(settings, dump_population=True), POOLS, ScheduleSampler(POOLS, seed=0), output_dir=run, catalogs={"target": catalog})
     for epoch in range(3):
-        mining.sampler.set_epoch(epoch)
-        refs = list(mining.sampler)
-        for step, start in enumerate(range(0, len(refs), 6)):
-            batch = refs[start : start + 6]
-            names = [POOLS[r.pool].name for r in batch]
-            ids = [int(sample_ids(n, [r.base_idx])[0]) for n, r in zip(names, batch)]
-            loss = [(3.0 if (n == "target" and r.base_idx < 8) else 1.0) * 0.9**epoch * (1 + 0.01 * r.base_idx)
-                    for n, r in zip(names, batch)]
-            mining.record(ids, loss, [r.position for r in batch], step=epoch * 100 + step)
-        mining.end_epoch(epoch)
+        simulate_epoch(mining, epoch, spread=0.01)
     return run
 
 

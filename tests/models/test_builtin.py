@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 
 from hardmine.data.encode import dense_caption_messages, encode_chat
 from hardmine.models import builtin as B
+from hardmine.models import processor as P
 from hardmine.models import load_model_and_processor, materialize_builtin
 
 ANSWER = '[{"desc": "small red circle", "bbox_2d": [0, 17, 512, 1000]}]'
@@ -158,8 +159,9 @@ def test_tokenizer_round_trips_captions_and_keeps_qwen_specials(vl_dir):
 def test_autoprocessor_returns_the_image_only_processor(vl_dir, text_dir):
     from transformers import AutoProcessor, AutoTokenizer
 
+    P.register_image_only_processor()  # what the loaders do before AutoProcessor
     processor = AutoProcessor.from_pretrained(vl_dir)
-    assert type(processor) is B.ImageOnlyQwen2VLProcessor
+    assert type(processor) is P.ImageOnlyQwen2VLProcessor
     assert hasattr(processor, "image_processor") and not hasattr(processor, "video_processor")
     assert processor.image_token_id == processor.tokenizer.convert_tokens_to_ids(B.IMAGE_PAD)
     # The text built-in is a plain tokenizer checkpoint.
@@ -248,7 +250,7 @@ def test_a_stock_qwen_vl_checkpoint_loads_and_gets_a_marked_template(vl_dir, tmp
     (copy / "chat_template.jinja").write_text(QWEN_STYLE_TEMPLATE)
     with caplog.at_level("WARNING", logger="hardmine.models.builtin"):
         _, processor, task = load_model_and_processor(str(copy))
-    assert task == "vl" and type(processor) is B.ImageOnlyQwen2VLProcessor
+    assert task == "vl" and type(processor) is P.ImageOnlyQwen2VLProcessor
     assert processor.chat_template == B.CHAT_TEMPLATE and "does not mark assistant turns" in caplog.text
     features = encode_chat(processor, dense_caption_messages(ANSWER), [image()])
     supervised = features["input_ids"][features["labels"] != -100].tolist()
@@ -260,13 +262,13 @@ def test_templates_that_are_not_chatml_are_left_alone(text_dir):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(text_dir)
-    assert not B.ensure_training_template(tok)  # already marked
+    assert not P.ensure_training_template(tok)  # already marked
     tok.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
-    assert not B.ensure_training_template(tok)
+    assert not P.ensure_training_template(tok)
     with pytest.raises(ValueError, match="no assistant mask|no assistant token"):
         encode_chat(tok, [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}])
     tok.chat_template = QWEN_STYLE_TEMPLATE
-    assert B.ensure_training_template(tok) and tok.chat_template == B.CHAT_TEMPLATE
+    assert P.ensure_training_template(tok) and tok.chat_template == B.CHAT_TEMPLATE
 
 
 @pytest.mark.integration
@@ -290,3 +292,20 @@ def test_fresh_offline_process_loads_the_builtins(builtin_root, vl_dir, text_dir
         "builtin:tiny-qwen2-vl vl Qwen2VLForConditionalGeneration ImageOnlyQwen2VLProcessor",
         "builtin:tiny-text text Qwen2ForCausalLM Qwen2Tokenizer",
     ]
+
+
+def test_importing_the_models_changes_no_global_state():
+    # No processor registration and no progress-bar switch at import time: a
+    # process that imports hardmine keeps transformers exactly as it was.
+    import subprocess
+    import sys
+
+    code = (
+        "from transformers.models.auto.processing_auto import PROCESSOR_MAPPING\n"
+        "from transformers.utils import logging\n"
+        "before = (len(PROCESSOR_MAPPING._extra_content), logging.is_progress_bar_enabled())\n"
+        "import hardmine.models, hardmine.train.trainer\n"
+        "print(before == (len(PROCESSOR_MAPPING._extra_content), logging.is_progress_bar_enabled()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().endswith("True"), out.stdout + out.stderr

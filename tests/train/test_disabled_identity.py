@@ -6,9 +6,9 @@ import pytest
 import torch
 from transformers import Trainer, TrainingArguments
 
-from hardmine.core import MiningSettings, Pool, SelectorSettings, TriggerSettings
+from hardmine.core import MiningSettings, Pool, SelectorSettings
 from hardmine.data.collate import METADATA_KEYS
-from hardmine.models.builtin import load_model_and_processor
+from hardmine.models import load_model_and_processor
 from hardmine.train.library import MetadataCollator, MinedDataset
 from hardmine.train.sampler import ScheduleSampler
 from hardmine.train.mining import HardMining
@@ -87,7 +87,7 @@ def test_the_tiled_loss_trains_like_the_stock_loss_with_gradient_accumulation(tm
 def test_mining_on_trains_as_its_control_until_the_first_plan_applies(tmp_path):
     # The control: the stock order (no sampler of hardmine's) and the same loss option.
     settings = MiningSettings(
-        trigger=TriggerSettings(start_epoch=1, plateau_delta=10.0), selector=SelectorSettings(mode="top_k", k=8, value=None)
+        start_epoch=1, plateau_delta=10.0, selector=SelectorSettings(mode="top_k", k=8, value=None)
     )
     mined, mined_losses = run(tmp_path / "mined", HardmineTrainer, mining=settings, epochs=3)
     _, control_losses = run(tmp_path / "control", PlainTrainer, epochs=3)

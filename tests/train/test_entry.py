@@ -41,7 +41,7 @@ def config(tmp_path, fusion, **mining):
 
 
 def test_train_save_reload(tmp_path, corpus):
-    from hardmine.models.builtin import load_model_and_processor
+    from hardmine.models import load_model_and_processor
 
     result = run_training(config(tmp_path, corpus))
     history = [h for h in result.trainer.state.log_history if "loss" in h]

@@ -30,7 +30,7 @@ def collate(features):
         ({"settings": None}, "settings: got None"),
         ({"settings": {"start_epoch": 1}}, "settings: got {'start_epoch': 1}"),
         ({"name": ""}, "name: got ''"),
-        ({"monitor": "accuracy"}, "monitor: got 'accuracy'"),
+        ({"settings": MiningSettings(monitor="accuracy")}, "settings.monitor: got 'accuracy'"),
         ({"args": object()}, "args: got object"),
     ],
 )
@@ -43,5 +43,5 @@ def test_a_bad_argument_fails_when_called_and_names_itself(args, tmp_path, chang
 
 
 def test_an_eval_monitor_reaches_the_mining_stage(args):
-    kwargs = mining_kwargs(DATASET, collate, args=args, settings=MiningSettings(), monitor="eval_loss")
+    kwargs = mining_kwargs(DATASET, collate, args=args, settings=MiningSettings(monitor="eval_loss"))
     assert kwargs["mining"].monitor == "eval_loss"

@@ -282,6 +282,7 @@ def tiny_checkpoint(family, out_dir):
     )
 
     from hardmine.models import builtin as B
+    from hardmine.models import processor as P
 
     tok = B.build_tokenizer()
     rope = {"rope_type": "default", "rope_theta": 1e4, "mrope_section": B.MROPE_SECTION}
@@ -300,7 +301,7 @@ def tiny_checkpoint(family, out_dir):
         torch.manual_seed(0)
         cls(config).save_pretrained(out_dir)
     image_processor = B.Qwen2VLImageProcessorPil(size={"shortest_edge": 32 * 32, "longest_edge": (8 * patch) ** 2}, patch_size=patch)
-    B.ImageOnlyQwen2VLProcessor(image_processor=image_processor, tokenizer=tok, chat_template=B.CHAT_TEMPLATE).save_pretrained(out_dir)
+    P.ImageOnlyQwen2VLProcessor(image_processor=image_processor, tokenizer=tok, chat_template=B.CHAT_TEMPLATE).save_pretrained(out_dir)
 
 
 @pytest.mark.integration

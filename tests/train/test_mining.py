@@ -3,29 +3,22 @@ import json
 import numpy as np
 import pytest
 
-from hardmine.core import GuardSettings, MiningSettings, Pool, SelectorSettings, TriggerSettings, sample_ids
+from hardmine.core import GuardSettings, MiningSettings, Pool, SelectorSettings
 from hardmine.train.mining import HardMining, MiningError, ObservationLog, deduplicate, load_state, save_state
 from hardmine.train.sampler import ScheduleSampler
+from simulation import simulate_epoch
 
 SETTINGS = MiningSettings(
-    trigger=TriggerSettings(start_epoch=1, plateau_delta=0.9),
+    start_epoch=1, plateau_delta=0.9,
     selector=SelectorSettings(mode="top_k", k=5, value=None),
-    guard=GuardSettings(min_improvement=0.01),
+    noise_guard=GuardSettings(min_improvement=0.01),
 )
 POOLS = [Pool("target", 40), Pool("src", 20, 0.5)]
 
 
 def run_epoch(mining, epoch):
     """One simulated epoch: target samples 0..7 are hard."""
-    mining.sampler.set_epoch(epoch)
-    refs = list(mining.sampler)
-    for step, start in enumerate(range(0, len(refs), 6)):
-        batch = refs[start : start + 6]
-        names = [POOLS[r.pool].name for r in batch]
-        ids = [int(sample_ids(n, [r.base_idx])[0]) for n, r in zip(names, batch)]
-        loss = [(3.0 if (n == "target" and r.base_idx < 8) else 1.0) * 0.9**epoch for n, r in zip(names, batch)]
-        mining.record(ids, loss, [r.position for r in batch], step=epoch * 100 + step)
-    return mining.end_epoch(epoch)
+    return simulate_epoch(mining, epoch)
 
 
 def test_log_and_deduplicate_by_position():

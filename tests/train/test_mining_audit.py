@@ -1,18 +1,20 @@
 """What the mining stage writes for auditing: dump rows, the population file, the epoch log, hsm/epoch."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 
-from hardmine.core import GuardSettings, MiningSettings, Pool, SelectorSettings, TriggerSettings, sample_ids
+from hardmine.core import GuardSettings, MiningSettings, Pool, SelectorSettings, sample_ids
 from hardmine.core.audit import SampleCatalog, read_population, recompute_selection
 from hardmine.train.mining import EPOCH_LOG, HardMining
 from hardmine.train.sampler import ScheduleSampler
+from simulation import simulate_epoch
 
 SETTINGS = MiningSettings(
-    trigger=TriggerSettings(start_epoch=1, plateau_delta=0.9),
+    start_epoch=1, plateau_delta=0.9,
     selector=SelectorSettings(mode="top_k", k=5, value=None),
-    guard=GuardSettings(min_improvement=0.01),
+    noise_guard=GuardSettings(min_improvement=0.01),
 )
 POOLS = [Pool("target", 40), Pool("src", 20, 0.5)]
 CATALOG = SampleCatalog(
@@ -22,24 +24,12 @@ CATALOG = SampleCatalog(
 
 
 def run_epochs(mining, epochs):
-    metrics = []
-    for epoch in range(epochs):
-        mining.sampler.set_epoch(epoch)
-        refs = list(mining.sampler)
-        for step, start in enumerate(range(0, len(refs), 6)):
-            batch = refs[start : start + 6]
-            names = [POOLS[r.pool].name for r in batch]
-            ids = [int(sample_ids(n, [r.base_idx])[0]) for n, r in zip(names, batch)]
-            loss = [(3.0 if (n == "target" and r.base_idx < 8) else 1.0) * 0.9**epoch * (1 + 0.01 * r.base_idx)
-                    for n, r in zip(names, batch)]
-            mining.record(ids, loss, [r.position for r in batch], step=epoch * 100 + step)
-        metrics.append(mining.end_epoch(epoch))
-    return metrics
+    return [simulate_epoch(mining, epoch, spread=0.01) for epoch in range(epochs)]
 
 
 def test_dumps_population_and_epoch_log(tmp_path):
-    mining = HardMining(SETTINGS, POOLS, ScheduleSampler(POOLS, seed=0), output_dir=tmp_path,
-                        catalogs={"target": CATALOG}, dump_population=True)
+    mining = HardMining(replace(SETTINGS, dump_population=True), POOLS, ScheduleSampler(POOLS, seed=0), output_dir=tmp_path,
+                        catalogs={"target": CATALOG})
     metrics = run_epochs(mining, 3)
     assert [m["hsm/epoch"] for m in metrics] == [0.0, 1.0, 2.0]
     assert not any("hsm/selection_mode" in m for m in metrics)

@@ -1,6 +1,7 @@
 """A run resumed from a checkpoint continues with the same plan and data order."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import yaml
@@ -56,7 +57,7 @@ def test_resume_after_a_mined_epoch_matches_the_uninterrupted_run(tmp_path):
     from hardmine.core.miner import MiningStateMismatch
 
     changed = cfg(tmp_path, fusion, tmp_path / "changed")
-    mining = changed.custom.hard_sample_mining.model_copy(update={"hard_weight": 4.0})
+    mining = replace(changed.custom.hard_sample_mining, hard_weight=4.0)
     changed = changed.model_copy(update={"custom": changed.custom.model_copy(update={"hard_sample_mining": mining})})
     with pytest.raises(MiningStateMismatch, match="custom.hard_sample_mining.hard_weight: 3.0 in the checkpoint, 4.0 now"):
         run_training(changed, resume_from_checkpoint=str(checkpoint))

@@ -13,7 +13,7 @@ import torch
 trl = pytest.importorskip("trl", minversion="1.16")  # the fused LM head came with TRL 1.x
 datasets = pytest.importorskip("datasets")
 
-from hardmine.core import MiningSettings, SelectorSettings, TriggerSettings  # noqa: E402
+from hardmine.core import MiningSettings, SelectorSettings  # noqa: E402
 from hardmine.models import load_model_and_processor  # noqa: E402
 from hardmine.train.library import HardMiningMixin  # noqa: E402
 
@@ -50,7 +50,7 @@ def config(tmp_path, **extra):
     )
 
 
-SETTINGS = MiningSettings(trigger=TriggerSettings(start_epoch=1, plateau_delta=10.0),
+SETTINGS = MiningSettings(start_epoch=1, plateau_delta=10.0,
                           selector=SelectorSettings(mode="top_k", k=4, value=None))
 
 

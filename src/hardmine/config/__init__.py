@@ -6,11 +6,10 @@ Imports pydantic, yaml and the core, never transformers: the
 """
 
 from .load import ConfigError, Problem, apply_overrides, dump_config, load_config, load_tree, parse_config
-from .schema import HardmineConfig, HardSampleMiningSection
+from .schema import HardmineConfig
 
 __all__ = [
     "ConfigError",
-    "HardSampleMiningSection",
     "HardmineConfig",
     "Problem",
     "apply_overrides",

@@ -17,8 +17,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -26,7 +28,7 @@ from typing import Any, Callable, Iterable, Mapping
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from ..core import GuardSettings, MiningSettings, SelectorSettings, SettingError, TrackerSettings, TriggerSettings
+from ..core import MiningSettings, SettingError
 from ..core.errors import UserInputError
 from .schema import HARDMINE_TRAINING_KEYS, HardmineConfig
 from .training_fields import training_fields
@@ -165,7 +167,11 @@ def _pydantic_problems(err: ValidationError, tree: Mapping[str, Any]) -> list[Pr
     for e in err.errors():
         loc = [str(p) for p in e["loc"]]
         key = ".".join(loc)
-        if e["type"] == "extra_forbidden":
+        cause = (e.get("ctx") or {}).get("error")
+        if isinstance(cause, SettingError):
+            # The engine's own check (a settings dataclass): it names the exact key.
+            problems.append(Problem(cause.key, f"got {cause.value!r}; expected {cause.expected}"))
+        elif e["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
             allowed = _allowed_keys(loc[:-1])
             hint = difflib.get_close_matches(loc[-1], allowed, n=1)
             suggestion = f"; did you mean {'.'.join([*loc[:-1], hint[0]])!r}?" if hint else ""
@@ -176,14 +182,21 @@ def _pydantic_problems(err: ValidationError, tree: Mapping[str, Any]) -> list[Pr
 
 
 def _allowed_keys(loc: list[str]) -> list[str]:
-    model: type[BaseModel] = HardmineConfig
+    """The keys the schema allows at a dotted location (pydantic models and settings dataclasses)."""
+    node: Any = HardmineConfig
     for part in loc:
-        field = model.model_fields.get(part)
-        annotation = getattr(field, "annotation", None)
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        if isinstance(node, type) and issubclass(node, BaseModel):
+            field = node.model_fields.get(part)
+            node = getattr(field, "annotation", None)
+        elif dataclasses.is_dataclass(node):
+            node = typing.get_type_hints(node).get(part)
+        else:
             return []
-        model = annotation
-    return list(model.model_fields)
+    if isinstance(node, type) and issubclass(node, BaseModel):
+        return list(node.model_fields)
+    if dataclasses.is_dataclass(node):
+        return [f.name for f in dataclasses.fields(node)]
+    return []
 
 
 def _training_problems(training: Mapping[str, Any]) -> list[Problem]:
@@ -203,55 +216,26 @@ def _training_problems(training: Mapping[str, Any]) -> list[Problem]:
     return problems
 
 
-_MINING_FIELDS = (
-    # (YAML sub-mapping, YAML key, engine class, its field)
-    ((), "start_epoch", TriggerSettings, "start_epoch"),
-    ((), "plateau_delta", TriggerSettings, "plateau_delta"),
-    ((), "patience", TriggerSettings, "patience"),
-    ((), "hard_weight", MiningSettings, "hard_weight"),
-    (("aggregation",), "mode", TrackerSettings, "aggregation"),
-    (("aggregation",), "ema_decay", TrackerSettings, "ema_decay"),
-    (("aggregation",), "level_decay", TrackerSettings, "level_decay"),
-    (("aggregation",), "history_epochs", MiningSettings, "history_epochs"),
-    (("noise_guard",), "min_improvement", GuardSettings, "min_improvement"),
-    (("noise_guard",), "window", GuardSettings, "window"),
-    (("noise_guard",), "max_hard_streak", GuardSettings, "max_hard_streak"),
-)
-
-
 def _mining_problems(tree: Mapping[str, Any]) -> list[Problem]:
-    """Range problems of the mining section, one per bad value.
-
-    The engine's own settings classes judge each value (so the YAML and the
-    engine share one set of rules); each field is tried alone so that every
-    bad value is reported, not only the first.
-    """
+    """Range problems of the mining section: each top-level value tried alone, each
+    nested mapping (``selector``, ``aggregation``, ``noise_guard``) as a whole, so
+    that a bad value in one place does not hide a bad value in another.
+    The engine's :class:`MiningSettings` judges every value."""
     section = tree.get("custom", {})
     section = section.get("hard_sample_mining") if isinstance(section, dict) else None
     if not isinstance(section, dict):
         return []
+    known = {f.name for f in dataclasses.fields(MiningSettings)}
     problems = []
-    for path, key, cls, field in _MINING_FIELDS:
-        node = section
-        for part in path:
-            node = node.get(part) if isinstance(node, dict) else None
-        if not isinstance(node, dict) or key not in node:
-            continue
+    for key, value in section.items():
+        if key not in known:
+            continue  # pydantic names unknown keys, with a suggestion
         try:
-            cls(**{field: node[key]})
+            MiningSettings(**{key: value})
         except SettingError as e:
             problems.append(Problem(e.key, f"got {e.value!r}; expected {e.expected}"))
         except (TypeError, ValueError):
             pass  # a wrong type: pydantic reports it
-    selector = section.get("selector")
-    if isinstance(selector, dict):
-        defaults = SelectorSettings()
-        try:
-            SelectorSettings(**{f: selector.get(f, getattr(defaults, f)) for f in ("mode", "k", "value")})
-        except SettingError as e:
-            problems.append(Problem(e.key, f"got {e.value!r}; expected {e.expected}"))
-        except (TypeError, ValueError):
-            pass
     return problems
 
 
@@ -319,10 +303,6 @@ def parse_config(tree: Mapping[str, Any], source: str | Path, checks: Iterable[C
         problems.extend(_training_problems(training))
     problems.extend(_file_problems(tree))
     if cfg is not None:
-        try:
-            cfg.custom.hard_sample_mining.to_settings()
-        except SettingError as e:
-            problems.append(Problem(e.key, f"got {e.value!r}; expected {e.expected}"))
         for check in checks:
             problems.extend(check(cfg))
     if problems:

@@ -6,7 +6,7 @@ epoch schedule. Usable and testable with no trainer at all.
 
 from .errors import MINING_KEY, SettingError, UserInputError
 from .identity import dataset_key, sample_id, sample_ids, split_sample_ids
-from .miner import EpochReport, HardSampleMiner, MiningSettings, hard_vs_all
+from .miner import AggregationSettings, EpochReport, HardSampleMiner, MiningSettings, hard_vs_all
 from .plan import DUMP_FORMAT, HardSamplePlan, dump_filename
 from .schedule import EpochSchedule, Pool, allocate_counts, build_epoch_schedule, random_order, source_quota
 from .selection import (
@@ -23,6 +23,7 @@ from .tracker import LossTracker, TrackerSettings
 from .trigger import PlateauTrigger, TriggerSettings
 
 __all__ = [
+    "AggregationSettings",
     "DUMP_FORMAT",
     "MINING_KEY",
     "EpochReport",

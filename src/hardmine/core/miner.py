@@ -13,49 +13,122 @@ plan made hard and frees its raw-history slot for epoch ``n + 1``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from .audit import Population, population_table
-from .errors import MINING_KEY, UserInputError, check_range
+from .errors import MINING_KEY, SettingError, UserInputError, check_range
 from .plan import HardSamplePlan
 from .selection import GuardSettings, Selection, SelectorSettings, select_hard
 from .tracker import LossTracker, TrackerSettings
 from .trigger import PlateauTrigger, TriggerSettings
 
 
-@dataclass(frozen=True)
-class MiningSettings:
-    """Every knob of mining, with hardmine's defaults."""
+#: Keyword arguments for pydantic, which validates these dataclasses for the YAML
+#: config (a plain dict: the core does not import pydantic). Unknown keys are errors.
+_STRICT = {"extra": "forbid"}
 
-    trigger: TriggerSettings = field(default_factory=TriggerSettings)
-    selector: SelectorSettings = field(default_factory=SelectorSettings)
-    guard: GuardSettings = field(default_factory=GuardSettings)
-    aggregation: str = "ema"
+
+@dataclass(frozen=True)
+class AggregationSettings:
+    """How a sample's observations become one loss (``custom.hard_sample_mining.aggregation``)."""
+
+    __pydantic_config__ = _STRICT
+
+    mode: str = "ema"  # "ema" or "mean"
     ema_decay: float = 0.5
-    progress_correction: bool = True
+    progress_correction: bool = True  # divide each loss by the training-loss level at its step
     level_decay: float = 0.9
     # Aggregate from epoch start_epoch - history_epochs on: epoch-0 losses
     # mostly measure how young the model was.
     history_epochs: int = 1
-    hard_weight: float = 3.0
 
     def __post_init__(self) -> None:
-        check_range(f"{MINING_KEY}.hard_weight", self.hard_weight, low=1.0)
         check_range(f"{MINING_KEY}.aggregation.history_epochs", self.history_epochs, low=0, integer=True)
-        self.tracker_settings()  # validates the aggregation keys
+        TrackerSettings(  # checks the rest
+            aggregation=self.mode, ema_decay=self.ema_decay, progress_correction=self.progress_correction,
+            level_decay=self.level_decay,
+        )
+
+
+@dataclass(frozen=True)
+class MiningSettings:
+    """Every knob of mining, with hardmine's defaults: the YAML section ``custom.hard_sample_mining``.
+
+    The same names and shapes as the YAML: where YAML has a mapping
+    (``selector``, ``aggregation``, ``noise_guard``) a dict of its keys is
+    accepted as well as the settings object. Every value is checked when the
+    settings are made; a bad one raises :class:`SettingError` naming its key.
+    ``enabled=False`` is the one way to switch mining off.
+    """
+
+    __pydantic_config__ = _STRICT
+
+    enabled: bool = True
+    start_epoch: int = 2  # 0-based; a plan made at the end of epoch n applies from n + 1
+    plateau_delta: float = 0.05
+    patience: int = 1
+    monitor: str = "train_loss"  # or an eval metric reported after every epoch (eval_<name>_loss)
+    higher_is_better: bool = False
+    selector: SelectorSettings = field(default_factory=SelectorSettings)
+    aggregation: AggregationSettings = field(default_factory=AggregationSettings)
+    noise_guard: GuardSettings = field(default_factory=GuardSettings)
+    hard_weight: float = 3.0
+    dump: bool = True  # output_dir/hard_samples_epoch_{n}.json
+    dump_population: bool = False  # also every target sample's statistics per mining epoch
+
+    def __post_init__(self) -> None:
+        for name, cls in (("selector", SelectorSettings), ("aggregation", AggregationSettings), ("noise_guard", GuardSettings)):
+            object.__setattr__(self, name, settings_from(cls, getattr(self, name), f"{MINING_KEY}.{name}"))
+        for name in ("enabled", "higher_is_better", "dump", "dump_population"):
+            if not isinstance(getattr(self, name), bool):
+                raise SettingError(f"{MINING_KEY}.{name}", getattr(self, name), "true or false")
+        if not isinstance(self.monitor, str) or not self.monitor:
+            raise SettingError(f"{MINING_KEY}.monitor", self.monitor, "train_loss or an eval metric name")
+        check_range(f"{MINING_KEY}.hard_weight", self.hard_weight, low=1.0)
+        self.trigger  # noqa: B018 - checks start_epoch, plateau_delta, patience
+        self.tracker_settings()
+
+    @property
+    def trigger(self) -> TriggerSettings:
+        return TriggerSettings(
+            start_epoch=self.start_epoch, plateau_delta=self.plateau_delta, patience=self.patience,
+            higher_is_better=self.higher_is_better,
+        )
+
+    @property
+    def guard(self) -> GuardSettings:
+        return self.noise_guard
 
     def tracker_settings(self) -> TrackerSettings:
+        a = self.aggregation
         return TrackerSettings(
-            aggregation=self.aggregation,
-            ema_decay=self.ema_decay,
-            progress_correction=self.progress_correction,
-            level_decay=self.level_decay,
-            aggregate_from_epoch=max(0, self.trigger.start_epoch - self.history_epochs),
-            history_slots=self.guard.window + 1,
+            aggregation=a.mode,
+            ema_decay=a.ema_decay,
+            progress_correction=a.progress_correction,
+            level_decay=a.level_decay,
+            aggregate_from_epoch=max(0, self.start_epoch - a.history_epochs),
+            history_slots=self.noise_guard.window + 1,
         )
+
+    def decision_dict(self) -> dict[str, Any]:
+        """The settings that decide what is mined (a resumed run must keep them): all but the dump options."""
+        return {k: v for k, v in asdict(self).items() if k not in ("dump", "dump_population")}
+
+
+def settings_from(cls, value, key: str):
+    """``value`` as a ``cls`` settings object: itself, or built from a mapping of its keys."""
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, Mapping):
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(str(k) for k in value if k not in names)
+        if unknown:
+            raise SettingError(f"{key}.{unknown[0]}", value[unknown[0]], f"a key among {names}")
+        return cls(**value)
+    raise SettingError(key, value, f"a {cls.__name__} or a mapping of its keys {[f.name for f in fields(cls)]}")
 
 
 @dataclass
@@ -148,7 +221,7 @@ class HardSampleMiner:
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "settings": asdict(self.settings),
+            "settings": self.settings.decision_dict(),
             "eligible": list(self.eligible),
             "tracker": self.tracker.state_dict(),
             "trigger": self.trigger.state_dict(),
@@ -158,7 +231,7 @@ class HardSampleMiner:
 
     def check_state(self, state: Mapping[str, Any]) -> None:
         """Raise :class:`MiningStateMismatch`, naming each changed key, unless ``state`` fits these settings."""
-        changed = settings_changes(state["settings"], asdict(self.settings))
+        changed = settings_changes(state["settings"], self.settings.decision_dict())
         if list(state["eligible"]) != list(self.eligible):
             changed.append(f"mined datasets: {list(state['eligible'])} in the checkpoint, {list(self.eligible)} now")
         if changed:
@@ -181,24 +254,6 @@ class MiningStateMismatch(UserInputError):
     """Resuming with mining settings other than those the checkpoint was made with."""
 
 
-#: Engine setting paths -> their YAML keys under custom.hard_sample_mining.
-_YAML_NAMES = {
-    "trigger.start_epoch": "start_epoch",
-    "trigger.plateau_delta": "plateau_delta",
-    "trigger.patience": "patience",
-    "trigger.higher_is_better": "higher_is_better",
-    "guard.enabled": "noise_guard.enabled",
-    "guard.min_improvement": "noise_guard.min_improvement",
-    "guard.window": "noise_guard.window",
-    "guard.max_hard_streak": "noise_guard.max_hard_streak",
-    "aggregation": "aggregation.mode",
-    "ema_decay": "aggregation.ema_decay",
-    "progress_correction": "aggregation.progress_correction",
-    "level_decay": "aggregation.level_decay",
-    "history_epochs": "aggregation.history_epochs",
-}
-
-
 def _flatten_settings(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in tree.items():
@@ -216,7 +271,7 @@ def settings_changes(saved: Mapping[str, Any], current: Mapping[str, Any]) -> li
     lines = []
     for path in sorted(set(old) | set(new)):
         if old.get(path) != new.get(path):
-            name = f"{MINING_KEY}.{_YAML_NAMES.get(path, path)}"
+            name = f"{MINING_KEY}.{path}"
             lines.append(f"{name}: {old.get(path)!r} in the checkpoint, {new.get(path)!r} now")
     return lines
 

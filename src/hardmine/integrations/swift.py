@@ -32,11 +32,11 @@ import sys
 from pathlib import Path
 
 import yaml
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from hardmine.config.load import ConfigError, Problem, _pydantic_problems
 from hardmine.config.schema import HardSampleMiningSection
-from hardmine.core import SettingError, UserInputError
+from hardmine.core import MiningSettings, UserInputError
 from hardmine.train.trainer import HardMiningMixin
 
 #: The environment variable naming the mining YAML.
@@ -45,7 +45,7 @@ MINING_ENV = "HARDMINE_MINING"
 SWIFT_LOSS_KEYS = ("compute_loss_func", "loss_scale", "text_position_ids", "channel", "logits_to_keep")
 
 
-def load_mining_section(path: str | os.PathLike) -> HardSampleMiningSection:
+def load_mining_section(path: str | os.PathLike) -> MiningSettings:
     """The ``hard_sample_mining`` settings of a YAML file (a mapping of its keys), checked."""
     path = Path(path)
     try:
@@ -60,13 +60,9 @@ def load_mining_section(path: str | os.PathLike) -> HardSampleMiningSection:
         raise ConfigError(str(path), [Problem("(top level)", "expected a mapping of custom.hard_sample_mining keys")])
     tree = {"enabled": True, **tree}
     try:
-        section = HardSampleMiningSection.model_validate(tree)
-        section.to_settings()
+        return TypeAdapter(HardSampleMiningSection).validate_python(tree)
     except ValidationError as err:
         raise ConfigError(str(path), _pydantic_problems(err, tree)) from None
-    except SettingError as e:
-        raise ConfigError(str(path), [Problem(e.key, f"got {e.value!r}; expected {e.expected}")]) from None
-    return section
 
 
 def _swift_trainer_class():
@@ -80,13 +76,9 @@ class MinedSeq2SeqTrainer(HardMiningMixin, _swift_trainer_class()):
 
     def __init__(self, *args, **kwargs):
         settings_file = os.environ.get(MINING_ENV)
-        section = load_mining_section(settings_file) if settings_file else None
-        mining = section.to_settings() if section is not None and section.enabled else None
-        super().__init__(
-            *args, mining=mining, mining_monitor=section.monitor if section is not None else "train_loss", **kwargs
-        )
+        settings = load_mining_section(settings_file) if settings_file else None
+        super().__init__(*args, mining=settings, **kwargs)  # None or enabled: false: swift's trainer as it is
         if self.mining is not None:
-            self.mining.dump = section.dump
             self._refuse_what_cannot_be_mined()
             self.args.use_logits_to_keep = False  # the tiled head already scores supervised positions only
 

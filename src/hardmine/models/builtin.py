@@ -1,58 +1,52 @@
-"""Built-in tiny models that need no download, and loading of any checkpoint.
+"""Built-in tiny models that need no download: built once into a cache, then ordinary checkpoints.
 
 ``builtin:tiny-qwen2-vl`` (a Qwen2-VL) and ``builtin:tiny-text`` (a Qwen2 causal LM)
 are randomly initialised from a config, with a byte-level BPE tokenizer trained here
 on a small built-in corpus. :func:`materialize_builtin` writes one to a cache folder
 with ``save_pretrained``; from then on it is an ordinary checkpoint folder that
-``from_pretrained`` loads offline. They exist so that the demo and the tests train a
-real Hugging Face model end to end on a CPU in seconds; they learn, but know nothing.
-
-Importing this module registers :class:`ImageOnlyQwen2VLProcessor` with
-``AutoProcessor`` (see its docstring for why that is needed).
+``from_pretrained`` loads offline (:mod:`hardmine.models.loading`). They exist so that
+the demo and the tests train a real Hugging Face model end to end on a CPU in
+seconds; they learn, but know nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import inspect
 import json
 import logging
 import os
 import random
-import re
 import shutil
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import transformers
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-from transformers import (
-    AutoConfig,
-    AutoImageProcessor,
-    AutoModelForCausalLM,
-    AutoModelForImageTextToText,
-    AutoProcessor,
-    AutoTokenizer,
-    PretrainedConfig,
-    Qwen2Config,
-    Qwen2ForCausalLM,
-    Qwen2Tokenizer,
-    Qwen2VLConfig,
-    Qwen2VLForConditionalGeneration,
-)
+from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen2Tokenizer, Qwen2VLConfig, Qwen2VLForConditionalGeneration
 from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-from transformers.models.qwen2_vl.processing_qwen2_vl import Qwen2VLProcessor
-from transformers.processing_utils import ProcessorMixin
-from transformers.utils import logging as hf_logging
+
+from .processor import (
+    CHAT_TEMPLATE,
+    ENDOFTEXT,
+    IM_END,
+    IM_START,
+    IMAGE_PAD,
+    SPECIAL_TOKENS,
+    VIDEO_PAD,
+    VISION_END,
+    VISION_START,
+    ImageOnlyQwen2VLProcessor,
+)
+
+logger = logging.getLogger(__name__)
 
 Task = Literal["vl", "text"]
 
-logger = logging.getLogger(__name__)
 
 #: Prefix that marks a built-in model name in ``model.model``.
 BUILTIN_PREFIX = "builtin:"
@@ -64,101 +58,6 @@ DEFAULT_CACHE_ROOT = Path("~/.cache/hardmine")
 #: Marker written last into a built folder (inside the temporary folder, before
 #: the rename that publishes it), describing what was built.
 BUILD_INFO_FILE = "hardmine_builtin.json"
-
-# Qwen's own special tokens, so that chat templates, the processor and the model
-# config use the same names as a real Qwen2-VL checkpoint.
-ENDOFTEXT = "<|endoftext|>"
-IM_START = "<|im_start|>"
-IM_END = "<|im_end|>"
-VISION_START = "<|vision_start|>"
-VISION_END = "<|vision_end|>"
-IMAGE_PAD = "<|image_pad|>"
-VIDEO_PAD = "<|video_pad|>"
-SPECIAL_TOKENS = (ENDOFTEXT, IM_START, IM_END, VISION_START, VISION_END, IMAGE_PAD, VIDEO_PAD)
-
-#: Chat template of the built-in models. Qwen's layout (``<|im_start|>role\n ...
-#: <|im_end|>\n``, an image as ``<|vision_start|><|image_pad|><|vision_end|>``), no
-#: default system prompt (tokens the tiny model would pay for at every step), and the
-#: assistant's answer plus its ``<|im_end|>`` inside ``{% generation %}`` so that
-#: ``apply_chat_template(..., return_assistant_tokens_mask=True)`` marks exactly the
-#: tokens to supervise. Content may be a string or a list of typed parts.
-CHAT_TEMPLATE = (
-    "{%- for message in messages -%}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
-    "{%- if message['content'] is string -%}"
-    "{%- set parts = [{'type': 'text', 'text': message['content']}] -%}"
-    "{%- else -%}{%- set parts = message['content'] -%}{%- endif -%}"
-    "{%- if message['role'] == 'assistant' -%}"
-    "{%- generation -%}"
-    "{%- for part in parts -%}"
-    "{%- if part['type'] == 'text' -%}{{- part['text'] -}}"
-    "{%- else -%}{{- raise_exception('assistant turns may hold only text parts') -}}{%- endif -%}"
-    "{%- endfor -%}"
-    "{{- '<|im_end|>' -}}"
-    "{%- endgeneration -%}"
-    "{{- '\\n' -}}"
-    "{%- else -%}"
-    "{%- for part in parts -%}"
-    "{%- if part['type'] == 'image' -%}{{- '<|vision_start|><|image_pad|><|vision_end|>' -}}"
-    "{%- elif part['type'] == 'video' -%}{{- '<|vision_start|><|video_pad|><|vision_end|>' -}}"
-    "{%- elif part['type'] == 'text' -%}{{- part['text'] -}}"
-    "{%- else -%}{{- raise_exception('unknown content part type: ' + part['type']) -}}{%- endif -%}"
-    "{%- endfor -%}"
-    "{{- '<|im_end|>\\n' -}}"
-    "{%- endif -%}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
-)
-
-
-# --------------------------------------------------------------------------- processor
-
-
-class ImageOnlyQwen2VLProcessor(Qwen2VLProcessor):
-    """A Qwen2-VL processor with an image processor and a tokenizer, and no video one.
-
-    The stock ``Qwen2VLProcessor`` requires a video processor, which needs
-    torchvision; on a CPU-only torch there is no torchvision build to match. The
-    sub-processors a ``ProcessorMixin`` loads and saves are read from the names of
-    ``__init__``'s parameters, so leaving ``video_processor`` out of the signature is
-    what makes this class image-only. Everything else (image token expansion,
-    ``mm_token_type_ids``, chat templates) is inherited unchanged.
-
-    ``AutoProcessor.from_pretrained`` finds this class by the name saved in
-    ``processor_config.json`` only if the class is registered; unregistered, it
-    silently falls back to returning just the tokenizer. Importing this module
-    registers it.
-    """
-
-    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-        if tokenizer is None:
-            raise ValueError("ImageOnlyQwen2VLProcessor: tokenizer is None; expected a tokenizer")
-        # The same token attributes Qwen2VLProcessor.__init__ sets; its __init__
-        # cannot be called because it passes a video processor on to ProcessorMixin.
-        self.image_token = getattr(tokenizer, "image_token", None) or IMAGE_PAD
-        self.video_token = getattr(tokenizer, "video_token", None) or VIDEO_PAD
-        self.image_token_id = getattr(tokenizer, "image_token_id", None) or tokenizer.convert_tokens_to_ids(
-            self.image_token
-        )
-        self.video_token_id = getattr(tokenizer, "video_token_id", None) or tokenizer.convert_tokens_to_ids(
-            self.video_token
-        )
-        ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template, **kwargs)
-
-
-class _ImageOnlyProcessorRegistrationKey(PretrainedConfig):
-    """Key under which :class:`ImageOnlyQwen2VLProcessor` is registered with AutoProcessor.
-
-    AutoProcessor resolves a saved ``processor_class`` name by looking through its
-    registered classes, whatever config they are registered under. Registering under
-    ``Qwen2VLConfig`` itself would replace the stock processor for every real
-    Qwen2-VL checkpoint in the process; this private key avoids that side effect.
-    """
-
-    model_type = "hardmine_image_only_processor"
-
-
-AutoProcessor.register(_ImageOnlyProcessorRegistrationKey, ImageOnlyQwen2VLProcessor, exist_ok=True)
 
 
 # --------------------------------------------------------------------------- specs
@@ -418,24 +317,9 @@ def _init_model(model_cls, config, seed: int):
     return model
 
 
-@contextlib.contextmanager
-def _quiet_progress() -> Iterator[None]:
-    # Saving and loading a tiny model draw "Writing model shards" / "Loading weights"
-    # bars that say nothing useful and clutter the demo's own progress bar. The
-    # switch is process-wide, so it is put back as it was found.
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
-
-
 def build_builtin(name: str, out_dir: Path) -> None:
     """Build the named built-in and ``save_pretrained`` everything into ``out_dir``."""
-    with _quiet_progress():
-        _build_builtin(builtin_spec(name), Path(out_dir))
+    _build_builtin(builtin_spec(name), Path(out_dir))
 
 
 def _build_builtin(spec: BuiltinSpec, out_dir: Path) -> None:
@@ -463,19 +347,16 @@ def _build_builtin(spec: BuiltinSpec, out_dir: Path) -> None:
 def build_fingerprint(name: str) -> str:
     """A digest of everything that decides what :func:`build_builtin` writes for ``name``.
 
-    The corpus, the chat template, the shape constants and the source of the build
-    functions: editing any of them without bumping :data:`BUILTIN_VERSION` still
-    retires a cached build instead of silently reusing it.
+    The data of the build: the corpus, the chat template, the special tokens, the
+    shape constants, and the transformers version that writes the files (a build
+    saved by one version is not trusted by another). A change to the build code
+    itself must bump :data:`BUILTIN_VERSION`, which is part of the digest.
     """
     spec = builtin_spec(name)
     digest = hashlib.sha256()
     digest.update(json.dumps([BUILTIN_VERSION, spec.name, spec.task, CHAT_TEMPLATE, list(SPECIAL_TOKENS)]).encode())
+    digest.update(transformers.__version__.encode())
     digest.update("\n".join(tokenizer_corpus()).encode())
-    for fn in (_text_kwargs, build_vl_config, build_text_config, build_tokenizer, build_image_processor, _build_builtin):
-        try:
-            digest.update(inspect.getsource(fn).encode())
-        except (OSError, TypeError):  # no source shipped: the bytecode still tells changes apart
-            digest.update(fn.__code__.co_code)
     constants = (WEIGHT_SEED, CORPUS_SEED, TOKENIZER_VOCAB_SIZE, MIN_PIXELS, MAX_PIXELS, TEXT_HIDDEN, TEXT_LAYERS,
                  TEXT_HEADS, TEXT_KV_HEADS, TEXT_INTERMEDIATE, VISION_EMBED, VISION_LAYERS, VISION_HEADS, MROPE_SECTION)  # fmt: skip
     digest.update(repr(constants).encode())
@@ -544,172 +425,3 @@ def materialize_builtin(name: str, cache_dir: str | os.PathLike | None = None) -
             if leftover is not None and leftover.exists():
                 shutil.rmtree(leftover, ignore_errors=True)
     return final
-
-
-# --------------------------------------------------------------------------- loading
-
-
-def detect_task(config) -> Task:
-    """``"vl"`` for a config with a vision tower (Qwen2-VL family), else ``"text"``."""
-    return "vl" if getattr(config, "vision_config", None) is not None else "text"
-
-
-def _disable_cache(model) -> None:
-    # With use_cache=True, transformers builds a cache object in the forward, and a
-    # forward with a cache does not derive the block-diagonal mask of a packed row
-    # from position_ids: packed samples then silently attend to each other. Trainer
-    # only switches off model.config.use_cache, while the text model of a VL model
-    # reads text_config.use_cache, so both are switched off here.
-    model.config.use_cache = False
-    text_config = getattr(model.config, "text_config", None)
-    if text_config is not None:
-        text_config.use_cache = False
-
-
-_GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
-
-
-def has_generation_marks(template: str | None) -> bool:
-    """Whether a chat template marks assistant turns with ``{% generation %}``."""
-    return bool(template) and bool(_GENERATION_TAG.search(template))
-
-
-def ensure_training_template(processor) -> bool:
-    """Give a ChatML checkpoint a chat template that marks the assistant's answers.
-
-    Label masking reads ``{% generation %}`` marks, which Qwen's own templates do
-    not have. A template in Qwen's ChatML layout (``<|im_start|>role ...
-    <|im_end|>``) is replaced by :data:`CHAT_TEMPLATE`, the same layout with the
-    marks, without Qwen's default system prompt (give one explicitly if wanted).
-    Any other template is left alone, and encoding then fails with a clear error.
-    Returns whether the template was replaced.
-    """
-    tokenizer = getattr(processor, "tokenizer", processor)
-    template = getattr(processor, "chat_template", None)
-    if template is None:
-        template = getattr(tokenizer, "chat_template", None)
-    if template is not None and not isinstance(template, str):
-        return False  # a dict of named templates: the user's choice, left alone
-    if has_generation_marks(template):
-        return False
-    # ChatML: the template says so, or (no template at all) the vocabulary has its markers.
-    chatml = "<|im_start|>" in template if template else "<|im_start|>" in tokenizer.get_vocab()
-    if not chatml:
-        return False
-    logger.warning(
-        "model: the chat template of %s does not mark assistant turns with {%% generation %%}; "
-        "using hardmine's ChatML template (same layout, no default system prompt) so that "
-        "only the answers are supervised",
-        getattr(tokenizer, "name_or_path", "the checkpoint"),
-    )
-    processor.chat_template = CHAT_TEMPLATE
-    tokenizer.chat_template = CHAT_TEMPLATE
-    return True
-
-
-def _load_vl_processor(path: str):
-    processor = AutoProcessor.from_pretrained(path)
-    if hasattr(processor, "image_processor"):
-        return processor
-    # AutoProcessor returned something without an image processor: either only the
-    # tokenizer (the processor class is unknown here), or it failed. Build the
-    # image-only processor from the two parts a Qwen-VL checkpoint always has.
-    return _image_only_processor_from(path)
-
-
-def _image_only_processor_from(path: str):
-    try:
-        image_processor = AutoImageProcessor.from_pretrained(path)
-        tokenizer = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as err:
-        raise ValueError(f"model: cannot load an image processor and a tokenizer from {path!r}: {err}") from err
-    return ImageOnlyQwen2VLProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, chat_template=tokenizer.chat_template
-    )
-
-
-def load_model_and_processor(
-    spec: str,
-    *,
-    task: Task | None = None,
-    dtype: torch.dtype | str | None = None,
-) -> tuple[Any, Any, Task]:
-    """Load ``(model, processor_or_tokenizer, task)`` from a built-in name, folder or hub name.
-
-    - ``builtin:<name>`` is materialised (see :func:`materialize_builtin`) and loaded
-      from its folder like any checkpoint.
-    - Anything else goes to ``from_pretrained``: ``AutoModelForImageTextToText`` +
-      ``AutoProcessor`` for ``task="vl"``, ``AutoModelForCausalLM`` + ``AutoTokenizer``
-      for ``task="text"``. With ``task=None`` the task is read from the config: a
-      config with a ``vision_config`` is VL.
-
-    A VL checkpoint whose stock processor cannot be built here (Qwen's needs
-    torchvision for its video part) gets an :class:`ImageOnlyQwen2VLProcessor` made
-    from its image processor and tokenizer. The model's ``use_cache`` is switched off
-    in ``config`` and ``text_config`` (see ``_disable_cache``), and a ChatML chat
-    template without ``{% generation %}`` marks gets hardmine's marked one (see
-    :func:`ensure_training_template`), so that only answers are supervised.
-    """
-    path, task, builtin = _resolve_checkpoint(spec, task)
-    load_kwargs = {} if dtype is None else {"dtype": _resolve_dtype(dtype)}
-    quiet = _quiet_progress() if builtin else contextlib.nullcontext()
-    with quiet:
-        model, processor = _load(path, task, load_kwargs)
-    _disable_cache(model)
-    ensure_training_template(processor)
-    return model, processor, task
-
-
-def load_processor(spec: str, *, task: Task | None = None) -> tuple[Any, Task]:
-    """``(processor_or_tokenizer, task)`` of a checkpoint, without loading its weights.
-
-    The same processor :func:`load_model_and_processor` gives (chat template
-    included), for work that only encodes, such as checking sample lengths.
-    """
-    path, task, _ = _resolve_checkpoint(spec, task)
-    processor = _load_processor(path, task)
-    ensure_training_template(processor)
-    return processor, task
-
-
-def _resolve_checkpoint(spec: str, task: Task | None) -> tuple[str, Task, bool]:
-    """(folder or hub name, task, whether it is a built-in) for a model spec."""
-    if task is not None and task not in ("vl", "text"):
-        raise ValueError(f"task: got {task!r}; expected 'vl', 'text' or None")
-    builtin = parse_builtin_name(spec)
-    if builtin is not None:
-        built = builtin_spec(builtin)
-        if task is not None and task != built.task:
-            raise ValueError(f"task: got {task!r} for {spec!r}; that built-in is a {built.task!r} model")
-        return str(materialize_builtin(builtin)), built.task, True
-    if task is None:
-        task = detect_task(AutoConfig.from_pretrained(spec))
-    return spec, task, False
-
-
-def _resolve_dtype(dtype: torch.dtype | str) -> torch.dtype | str:
-    # "auto" keeps the checkpoint's dtype; names such as "bfloat16" (as written in
-    # a YAML config) become torch dtypes.
-    if isinstance(dtype, torch.dtype) or dtype == "auto":
-        return dtype
-    resolved = getattr(torch, dtype, None) if isinstance(dtype, str) else None
-    if not isinstance(resolved, torch.dtype) or not resolved.is_floating_point:
-        raise ValueError(f"dtype: got {dtype!r}; expected 'auto', a floating torch dtype or its name (e.g. 'bfloat16')")
-    return resolved
-
-
-def _load(path: str, task: Task, load_kwargs: dict[str, Any]):
-    if task == "vl":
-        model = AutoModelForImageTextToText.from_pretrained(path, **load_kwargs)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(path, **load_kwargs)
-    return model, _load_processor(path, task)
-
-
-def _load_processor(path: str, task: Task):
-    if task != "vl":
-        return AutoTokenizer.from_pretrained(path)
-    try:
-        return _load_vl_processor(path)
-    except (ImportError, OSError, ValueError):
-        return _image_only_processor_from(path)

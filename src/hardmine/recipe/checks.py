@@ -246,7 +246,7 @@ def check_data(cfg: HardmineConfig, *, lengths: bool = True) -> CheckedData:
         raise DataError(problems)
     longest: dict[str, int] = {}
     if lengths:
-        from ..models.builtin import load_processor
+        from ..models import load_processor
 
         processor, _ = load_processor(cfg.model.model, task=cfg.model.task)
         problems, longest = length_problems([*train, *val], processor, cfg.data.max_length)

@@ -85,7 +85,7 @@ def run_training(
 ) -> TrainResult:
     """Train as ``cfg`` says. ``slice_eval``: also score the target's validation
     slices (``metadata.slice``) after every epoch (``slice/<name>_loss``)."""
-    from ..models.builtin import BUILTIN_PREFIX, load_model_and_processor, materialize_builtin
+    from ..models import BUILTIN_PREFIX, load_model_and_processor, materialize_builtin
 
     # Everything the user gave is checked before the model loads: the checkpoint
     # to resume from, every record and every encoded length, the arguments.
@@ -100,9 +100,8 @@ def run_training(
     section = cfg.custom.hard_sample_mining
     if section.enabled:
         mining = HardMining(
-            section.to_settings(), pools, sampler, output_dir=args.output_dir, dump=section.dump, monitor=section.monitor,
+            section, pools, sampler, output_dir=args.output_dir,
             catalogs={p.name: pool_catalog(p) for p in train_pools[:1]},  # the mined target
-            dump_population=section.dump_population,
             ranks=Ranks.of(args),
         )
     if mining is not None and resume_from_checkpoint not in (None, False, True):

@@ -65,7 +65,7 @@ class LibraryArgumentError(UserInputError, TypeError):
     """An argument of the library API that cannot work; raised when it is passed."""
 
 
-def check_mining_arguments(train_dataset, data_collator, args, settings, name: str, monitor: str) -> None:
+def check_mining_arguments(train_dataset, data_collator, args, settings, name: str) -> None:
     """Raise :class:`LibraryArgumentError` for an argument that cannot work, naming it."""
     if not (hasattr(train_dataset, "__getitem__") and hasattr(train_dataset, "__len__")):
         raise LibraryArgumentError(
@@ -87,10 +87,11 @@ def check_mining_arguments(train_dataset, data_collator, args, settings, name: s
         )
     if not isinstance(name, str) or not name:
         raise LibraryArgumentError(f"mining_kwargs: name: got {name!r}; expected a non-empty dataset name")
-    if not isinstance(monitor, str) or not (monitor == "train_loss" or monitor.startswith("eval_")):
+    monitor = settings.monitor
+    if not (monitor == "train_loss" or monitor.startswith("eval_")):
         raise LibraryArgumentError(
-            f"mining_kwargs: monitor: got {monitor!r}; expected 'train_loss' or an eval metric such as 'eval_loss' "
-            "(evaluated at every epoch end: eval_strategy='epoch')"
+            f"mining_kwargs: settings.monitor: got {monitor!r}; expected 'train_loss' or an eval metric such as "
+            "'eval_loss' (evaluated at every epoch end: eval_strategy='epoch')"
         )
 
 
@@ -101,22 +102,20 @@ def mining_kwargs(
     args,
     settings: MiningSettings,
     name: str = "train",
-    dump: bool = True,
-    monitor: str = "train_loss",
 ) -> dict[str, Any]:
     """Keyword arguments for a ``HardMiningMixin`` trainer: dataset, collator, sampler, mining.
 
     Every argument is checked here, when called, not at the first batch.
-    ``monitor``: ``train_loss`` (the epoch's mean training loss), or an eval
-    metric the Trainer reports after every epoch (``eval_loss``, or
+    ``settings.monitor``: ``train_loss`` (the epoch's mean training loss), or
+    an eval metric the Trainer reports after every epoch (``eval_loss``, or
     ``eval_<name>_loss`` with several eval sets).
 
     Sets ``args.remove_unused_columns = False``: Trainer would otherwise strip
     the identity keys before the collator sees them.
     """
-    check_mining_arguments(train_dataset, data_collator, args, settings, name, monitor)
+    check_mining_arguments(train_dataset, data_collator, args, settings, name)
     args.remove_unused_columns = False
-    sampler, mining = build_mining(len(train_dataset), args, settings, name, monitor, dump=dump)
+    sampler, mining = build_mining(len(train_dataset), args, settings, name)
     return {
         "train_dataset": MinedDataset(train_dataset, name),
         "data_collator": MetadataCollator(data_collator),

@@ -148,22 +148,19 @@ class HardMining:
         sampler,
         *,
         output_dir: str | Path,
-        dump: bool = True,
-        monitor: str = "train_loss",
         catalogs: Mapping[str, SampleCatalog] | None = None,
-        dump_population: bool = False,
         ranks: Ranks = Ranks(),
     ):
-        """``catalogs``: per dataset, where its samples live (dump rows then name
-        file, line and images); ``dump_population``: also write every target
-        sample's statistics per mining epoch (needs ``dump``); ``ranks``: this
-        process among the training processes (the Trainer's ``Ranks.of(args)``)."""
+        """``settings``: :class:`MiningSettings` (its ``monitor``, ``dump`` and
+        ``dump_population`` included); ``catalogs``: per dataset, where its
+        samples live (dump rows then name file, line and images); ``ranks``:
+        this process among the training processes (the Trainer's ``Ranks.of(args)``)."""
         self.settings = settings
         self.target = pools[0].name
         self.sampler = sampler
         self.output_dir = Path(output_dir)
-        self.dump = dump
-        self.monitor = monitor
+        self.dump = settings.dump
+        self.monitor = settings.monitor
         self.log = ObservationLog()
         # Only rank 0 aggregates; other ranks hold just the plan, via the sampler.
         self.ranks = ranks
@@ -172,7 +169,7 @@ class HardMining:
         self.mined_epoch: int | None = None  # the last epoch end_epoch closed
         self.sizes = {p.name: p.size for p in pools}
         self.catalogs = dict(catalogs or {})
-        self.dump_population = dump_population
+        self.dump_population = settings.dump_population
         # Rank 0, after an active epoch: aggregated losses for TensorBoard histograms
         # (tag -> values); None otherwise. Read by the Trainer callback.
         self.histograms: dict[str, np.ndarray] | None = None

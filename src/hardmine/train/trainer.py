@@ -18,6 +18,7 @@ nothing.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from pathlib import Path
 
@@ -48,13 +49,13 @@ def per_sample_means(logits: torch.Tensor, labels: torch.Tensor, metadata: dict)
     return torch.where(counts > 0, means, torch.full_like(means, float("nan")))
 
 
-def build_mining(size: int, args, settings: MiningSettings, name: str, monitor: str, *, dump: bool = True):
+def build_mining(size: int, args, settings: MiningSettings, name: str):
     """``(sampler, mining stage)`` for one dataset of ``size`` samples trained with ``args``."""
     pools = [Pool(name, size)]
     # The stock Trainer's data seed: the order is the stock run's until a plan exists.
     seed = args.data_seed if getattr(args, "data_seed", None) is not None else args.seed
     sampler = ScheduleSampler(pools, seed=seed)
-    mining = HardMining(settings, pools, sampler, output_dir=args.output_dir, dump=dump, monitor=monitor, ranks=Ranks.of(args))
+    mining = HardMining(settings, pools, sampler, output_dir=args.output_dir, ranks=Ranks.of(args))
     return sampler, mining
 
 
@@ -83,15 +84,16 @@ class HardMiningMixin:
         train_sampler=None,
         mining: HardMining | MiningSettings | None = None,
         tiled_loss: bool | None = None,
-        mining_monitor: str = "train_loss",
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
+        if isinstance(mining, MiningSettings) and not mining.enabled:
+            mining = None  # off: the stock Trainer, bit for bit
         if isinstance(mining, MiningSettings):
             # Adopted after the trainer built its dataset and collator (TRL's
             # SFTTrainer tokenises in __init__ and accepts only HF datasets):
             # identity is added to the dataset the trainer actually trains on.
-            train_sampler, mining = self._adopt_mining(mining, mining_monitor)
+            train_sampler, mining = self._adopt_mining(mining)
         elif mining is not None and not isinstance(mining, HardMining):
             raise UserInputError(f"mining: got {type(mining).__name__}; expected MiningSettings, HardMining or None")
         self.train_sampler = train_sampler
@@ -103,7 +105,7 @@ class HardMiningMixin:
             self.add_callback(HardMiningCallback(mining, self))
             self.add_callback(LossHistogramCallback(mining, self))
 
-    def _adopt_mining(self, settings: MiningSettings, monitor: str):
+    def _adopt_mining(self, settings: MiningSettings):
         """Wrap the trainer's own dataset and collator with sample identity; build the sampler and the stage."""
         from .library import MetadataCollator, MinedDataset, check_mining_arguments
 
@@ -118,11 +120,11 @@ class HardMiningMixin:
             # now: the wrapper below hides the dataset's type, and the collator
             # must not see raw text columns.
             dataset = self._remove_unused_columns(dataset, description="training")
-        check_mining_arguments(dataset, self.data_collator, self.args, settings, "train", monitor)
+        check_mining_arguments(dataset, self.data_collator, self.args, settings, "train")
         self.args.remove_unused_columns = False  # keep the identity keys up to the collator
         self.train_dataset = MinedDataset(dataset, "train")
         self.data_collator = MetadataCollator(self.data_collator)
-        return build_mining(len(dataset), self.args, settings, "train", monitor)
+        return build_mining(len(dataset), self.args, settings, "train")
 
     def _get_train_sampler(self, train_dataset=None):
         if self.train_sampler is not None:
@@ -135,17 +137,18 @@ class HardMiningMixin:
             return super().compute_loss(model, model_inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
         labels = model_inputs["labels"]
         num_samples = int(metadata["sample_id"].numel()) if "sample_id" in metadata else labels.shape[0]
-        sample_index = metadata.get("sample_index")
+        sample_index = metadata.get("sample_index")  # None: each row is one sample
         if sample_index is None and "position_ids" in model_inputs and "attention_mask" not in model_inputs:
             sample_index = sample_index_for_packed(model_inputs["position_ids"])  # padding-free rows
-        if sample_index is None:
+        if sample_index is not None:
+            sample_index = sample_index.to(labels.device)
+        elif not self._fused_loss:
             sample_index = sample_index_for_padded(labels.shape[0], labels.shape[1], device=labels.device)
-        sample_index = sample_index.to(labels.device)
-        if self._computes_fused_loss():
+        if self._fused_loss:
             # The trainer (TRL's SFTTrainer) already scores supervised tokens with
             # its fused head; its loss and metrics stay its own, and the per-token
             # log-probabilities of that same forward give the per-sample losses.
-            with capture_fused_outputs(self.accelerator.unwrap_model(model)) as captured:
+            with capture_fused_outputs(self._unwrapped(model)) as captured:
                 result = super().compute_loss(
                     model, model_inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
                 )
@@ -177,8 +180,12 @@ class HardMiningMixin:
         prepared.update(host)
         return prepared
 
-    def _computes_fused_loss(self) -> bool:
-        """Whether this trainer is TRL's ``SFTTrainer``, which computes its loss with a fused LM head."""
+    @functools.cached_property
+    def _fused_loss(self) -> bool:
+        """Whether this trainer is TRL's ``SFTTrainer``, which computes its loss with a fused LM head.
+
+        Asked once: a failed import is searched for again on every attempt.
+        """
         try:
             from trl import SFTTrainer
         except ImportError:
@@ -191,7 +198,18 @@ class HardMiningMixin:
             return False
         # ``logits_to_keep`` lets the forward skip the logits; models without it
         # (older or custom architectures) get the model's loss and logits instead.
-        return "logits_to_keep" in inspect.signature(self.accelerator.unwrap_model(model).forward).parameters
+        return "logits_to_keep" in inspect.signature(self._unwrapped(model).forward).parameters
+
+    def _unwrapped(self, model):
+        """``accelerator.unwrap_model(model)``, remembered per wrapper.
+
+        accelerate reads installed-package metadata on every unwrap (a fraction
+        of a millisecond each): too much to pay at every step of a tiny model.
+        """
+        cached = getattr(self, "_unwrapped_cache", None)
+        if cached is None or cached[0] is not model:
+            cached = self._unwrapped_cache = (model, self.accelerator.unwrap_model(model))
+        return cached[1]
 
     def _tiled_forward(self, model, model_inputs, sample_index, num_samples):
         """One forward without logits (``logits_to_keep`` empty), then the tiled head at supervised positions."""
@@ -200,12 +218,12 @@ class HardMiningMixin:
         outputs = model(**inputs, output_hidden_states=True, logits_to_keep=torch.empty(0, dtype=torch.long, device=labels.device))
         if getattr(outputs, "hidden_states", None) is None:
             raise MiningError(
-                f"{type(self.accelerator.unwrap_model(model)).__name__} returned no hidden states for the tiled loss; "
+                f"{type(self._unwrapped(model)).__name__} returned no hidden states for the tiled loss; "
                 "pass tiled_loss=False to use the model's own loss and logits"
             )
         hidden = outputs.hidden_states[-1]  # the final normed state: what the LM head reads
         outputs.hidden_states = None  # do not hand every layer's state on to the caller
-        head = self.accelerator.unwrap_model(model).get_output_embeddings()
+        head = self._unwrapped(model).get_output_embeddings()
         sums, counts = tiled_head_loss(hidden, head.weight, head.bias, labels, sample_index.to(labels.device), num_samples)
         return outputs, sums, counts
 
@@ -306,17 +324,20 @@ class capture_fused_outputs:
         return False
 
 
-def fused_per_sample(captured: capture_fused_outputs, sample_index: torch.Tensor, num_samples: int):
+def fused_per_sample(captured: capture_fused_outputs, sample_index: torch.Tensor | None, num_samples: int):
     """Per-sample ``(loss_sum, token_count)`` from a fused head's shifted per-token outputs.
 
     ``log_probs`` and ``label_mask`` are ``(B, T - 1)``: position t scores the
-    label at t + 1. As in :func:`hardmine.train.loss.per_sample_loss`, a position
-    whose next token belongs to another sample (padding-free rows) is not counted.
+    label at t + 1. ``sample_index`` None: each row is one sample. Otherwise, as
+    in :func:`hardmine.train.loss.per_sample_loss`, a position whose next token
+    belongs to another sample (padding-free rows) is not counted.
     """
     if captured.log_probs is None:
         raise MiningError("the trainer's forward returned no fused log-probabilities to take per-sample losses from")
     log_probs = captured.log_probs.detach().float()
     mask = captured.label_mask.bool()
+    if sample_index is None:
+        return -(log_probs * mask).sum(dim=1), mask.sum(dim=1)
     same = sample_index[:, :-1] == sample_index[:, 1:]
     keep = mask & same & (sample_index[:, 1:] >= 0)
     samples = sample_index[:, 1:][keep].long()
