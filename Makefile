@@ -57,10 +57,14 @@ test-trl: $(STAMP_TRL)
 	$(VENV_TRL)/bin/python -m pytest tests/train/test_trl.py tests/train/test_library_example.py tests/train/test_disabled_identity.py
 
 # Scale of the engine, then the quality suite (~1 h on one core) and the
-# results page docs/benchmarks.md, regenerated from the JSON it writes.
-bench: $(STAMP)
+# per-step overhead (CPU; TRL in its own environment) and the results page
+# docs/benchmarks.md, regenerated from the JSON they write.
+bench: $(STAMP) $(STAMP_TRL)
 	$(BIN)/python benchmarks/core_scale.py --samples 10000000
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python benchmarks/quality.py --out benchmarks/results
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/overhead.py --repeats 60 --out benchmarks/results/overhead.json
+	OMP_NUM_THREADS=1 $(VENV_TRL)/bin/python benchmarks/overhead.py --repeats 60 --configs trl-text --scale 1000 \
+		--out benchmarks/results/overhead-trl.json
 	$(BIN)/python benchmarks/report.py --results benchmarks/results --docs docs
 
 clean:

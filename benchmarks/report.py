@@ -56,8 +56,6 @@ CALIBRATION_NOTES = {
     ),
 }
 LIMITS = [
-    "Overhead (step time and memory with mining on against the stock run, the mining step at 1M samples) is another "
-    "part of issue 8 and is not on this page.",
     "Mining is forced at one epoch in every arm (paired comparison); no other start epoch was compared, and the "
     "plateau trigger is only replayed on the control, not run.",
     "Not varied: the selector's fraction, `percentile` counting eligible vs all samples, the EMA decay, the guard's "
@@ -728,7 +726,73 @@ def defaults_table(report: dict) -> list[str]:
     return table(["default", "value now", "vs the measured `defaults` arm", "evidence on this page"], rows)
 
 
-def build_page(report: dict, docs: Path) -> str:
+def load_overhead(results: Path) -> list[dict]:
+    """The overhead reports (``overhead*.json``) beside the quality results, if any."""
+    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(results.glob("overhead*.json"))]
+
+
+def plot_overhead(overheads: list[dict], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    rows = [(name, r["time_ratio"], r["memory_ratio"]) for o in overheads for name, r in o["results"].items()]
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    x = np.arange(len(rows))
+    ax.bar(x - 0.2, [r[1] for r in rows], width=0.4, label="step time, mining / stock")
+    ax.bar(x + 0.2, [r[2] for r in rows], width=0.4, label="peak RSS, mining / stock")
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks(x, [r[0] for r in rows])
+    ax.set_ylim(0.8, max(1.1, max(max(r[1], r[2]) for r in rows) + 0.05))
+    ax.set_ylabel("ratio (medians, interleaved)")
+    ax.set_title("What mining costs per training step (CPU, tiny models)")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def overhead_section(overheads: list[dict], images: Path) -> list[str]:
+    if not overheads:
+        return ["Overhead (step time, memory, mining step at 1M samples) is not measured on this page yet.", ""]
+    plot_overhead(overheads, images / "overhead.png")
+    L = [
+        "## Overhead (`benchmarks/overhead.py`)",
+        "",
+        "One fixed batch through `compute_loss` + backward: the stock trainer against the same trainer with "
+        "mining on (hardmine's tiled LM head at supervised positions, per-sample losses recorded; for TRL, "
+        "its own fused head with the per-sample losses read from it). Interleaved, each arm first in half of "
+        "the rounds; ratios of medians. Peak RSS per arm in a fresh process (it holds the model, so it "
+        "understates what the loss path saves).",
+        "",
+    ]
+    rows = []
+    for o in overheads:
+        for name, r in o["results"].items():
+            ms = r["step_ms_median"]
+            rows.append([f"`{name}`", f"{ms['stock']:.1f}", f"{ms['mining']:.1f}", f"{r['time_ratio']:.3f}",
+                         f"{r['peak_rss_mib']['stock']:.0f}", f"{r['peak_rss_mib']['mining']:.0f}", f"{r['memory_ratio']:.3f}",
+                         f"`{o['commit'][:12]}`"])
+    L += table(["configuration", "stock ms", "mining ms", "time ratio", "stock MiB", "mining MiB", "memory ratio", "commit"], rows)
+    L += ["", "![overhead ratios](benchmarks/overhead.png)", ""]
+    for o in overheads:
+        scale = o.get("mining_step_at_scale")
+        if scale and scale["target_samples"] >= 100_000:
+            L += [
+                f"End of an epoch at {scale['target_samples']:,} target samples (commit `{o['commit'][:12]}`): "
+                f"observe {scale['observe_s']:.3f} s, select and plan {scale['select_and_plan_s']:.3f} s, "
+                f"dump ({scale['hard']:,} rows) {scale['dump_s']:.3f} s, schedule ({scale['schedule_length']:,} draws) "
+                f"{scale['schedule_s']:.3f} s; {scale['total_s']:.2f} s in all, peak allocation {scale['peak_alloc_mib']:.0f} MiB, "
+                f"tracker {scale['tracker_bytes_per_sample']:g} bytes a sample.",
+                "",
+            ]
+        m = o["machine"]
+        L += [f"Machine for `{'`, `'.join(o['results'])}`: {m['platform']}, {m['cpus']} CPUs, {m['torch_threads']} torch thread(s), "
+              f"{m['device']}; measured {o['when']}.", ""]
+    L += ["No GPU was lent when these were measured; the GPU configuration of the issue (Qwen2-1.5B size, bf16, "
+          "2 x 4096 tokens) is not on this page.", ""]
+    return L
+
+
+def build_page(report: dict, docs: Path, overheads: list[dict] | None = None) -> str:
     meta = report["meta"]
     images = docs / "benchmarks"
     images.mkdir(parents=True, exist_ok=True)
@@ -752,8 +816,6 @@ def build_page(report: dict, docs: Path) -> str:
         f"Machine: {meta['processor']} ({meta['machine']}, {meta['cpus']} CPUs, {meta['threads']} torch thread(s)), "
         f"Python {meta['python']}, torch {meta['torch']}, transformers {meta['transformers']}. "
         f"Wall time of the suite: {report['wall_s'] / 60:.1f} min.",
-        "",
-        "Overhead (step time, memory, mining step at 1M samples) is not measured on this page yet.",
         "",
         "## Set-up",
         "",
@@ -824,6 +886,7 @@ def build_page(report: dict, docs: Path) -> str:
                 L += table(["goal", "result", "measured"], [[g, verdict(ok), m] for g, ok, m in checks])
                 L += [""]
     L += ["## Mined sets", "", "![mined shares](benchmarks/mined_shares.png)", ""]
+    L += overhead_section(overheads or [], images)
     failing = [t for t in tasks if not all(ok for _, ok, _ in calibration_checks(report, t))]
     calibration = (f"Tasks whose control fails a calibration check (weak evidence): {', '.join(f'`{t}`' for t in failing)}."
                    if failing else "Every task's control passes the calibration checks.")
@@ -839,7 +902,7 @@ def main(argv=None) -> int:
     results, docs = Path(opts.results), Path(opts.docs)
     report = json.loads((results / "quality.json").read_text(encoding="utf-8"))
     docs.mkdir(parents=True, exist_ok=True)
-    page = build_page(report, docs)
+    page = build_page(report, docs, load_overhead(results))
     (docs / "benchmarks.md").write_text(page, encoding="utf-8")
     print(f"wrote {docs / 'benchmarks.md'}")
     return 0

@@ -35,7 +35,7 @@ def reference(stream, n, *, aggregation="ema", decay=0.5, correction=True, level
     first_key = next(((e, s) for e, s, _, l in stream if math.isfinite(l)), None)
     first_losses = [l for e, s, _, l in stream if (e, s) == first_key and math.isfinite(l)]
     first_mean = sum(first_losses) / len(first_losses) if first_losses else None
-    agg, var = [math.nan] * n, [math.nan] * n
+    agg = [math.nan] * n
     for i in range(n):
         xs = []
         for x, first, epoch in values[i]:
@@ -54,13 +54,11 @@ def reference(stream, n, *, aggregation="ema", decay=0.5, correction=True, level
         for x in fixed:
             e = x if e is None else decay * e + (1 - decay) * x
         agg[i] = e if aggregation == "ema" else sum(fixed) / len(fixed)
-        if len(fixed) > 1:
-            var[i] = float(np.var(fixed, ddof=1))
     if pend_n:
         m = pend_sum / pend_n
         level = m if level is None else level_decay * level + (1 - level_decay) * m
     scale = level if correction else 1.0
-    return count, [a * scale for a in agg], var, last
+    return count, [a * scale for a in agg], last
 
 
 observation = st.tuples(st.integers(0, 7), st.floats(0.05, 10.0))
@@ -93,15 +91,14 @@ def test_matches_reference_however_observations_are_batched(steps, aggregation, 
             sample_ids("t", [o[2] for o in call]), [o[3] for o in call], epoch=0, steps=[o[1] for o in call]
         )
     tracker.close_epoch(0)
-    count, agg, var, last = reference(stream, n, aggregation=aggregation, correction=correction)
+    count, agg, last = reference(stream, n, aggregation=aggregation, correction=correction)
     view = tracker.view("t", 0)
     assert view.count.tolist() == count
     np.testing.assert_allclose(view.aggregate, agg, rtol=2e-5, equal_nan=True)
-    np.testing.assert_allclose(tracker.variance("t"), var, rtol=1e-3, atol=1e-5, equal_nan=True)
     np.testing.assert_allclose(view.last, last, rtol=1e-6, equal_nan=True)
 
 
-def test_mean_and_variance_without_correction_are_plain_statistics():
+def test_mean_without_correction_is_the_plain_mean():
     rng = np.random.default_rng(0)
     tracker = LossTracker({"t": 3}, TrackerSettings(aggregation="mean", progress_correction=False))
     obs = {0: rng.random(5) * 3, 1: rng.random(2), 2: np.array([4.0])}
@@ -112,8 +109,6 @@ def test_mean_and_variance_without_correction_are_plain_statistics():
             step += 1
     view = tracker.view("t", 0)
     np.testing.assert_allclose(view.aggregate, [obs[0].mean(), obs[1].mean(), 4.0], rtol=1e-6)
-    np.testing.assert_allclose(tracker.variance("t")[:2], [obs[0].var(ddof=1), obs[1].var(ddof=1)], rtol=1e-5)
-    assert math.isnan(tracker.variance("t")[2])
     assert view.count.tolist() == [5, 2, 1]
 
 
@@ -263,8 +258,8 @@ def test_hard_bits_record_the_plans():
 
 
 def test_memory_is_under_32_bytes_per_sample():
-    assert LossTracker({"t": 1000}).nbytes / 1000 == 28
-    assert LossTracker({"t": 1000}, TrackerSettings(aggregation="mean")).nbytes / 1000 == 24
+    assert LossTracker({"t": 1000}).nbytes / 1000 == 24
+    assert LossTracker({"t": 1000}, TrackerSettings(aggregation="mean")).nbytes / 1000 == 20  # no EMA array
 
 
 def _feed(tracker, rng, epochs, n, start_epoch=0):

@@ -9,7 +9,6 @@ array           dtype      meaning
 ``count``       uint32     finite observations that entered the aggregate
 ``mean``        float32    running mean of the (corrected) observations; also
                            the aggregate when ``aggregation == "mean"``
-``m2``          float32    Welford's sum of squared deviations (variance)
 ``ema``         float32    exponential moving average (only for ``"ema"``)
 ``last``        float32    last raw loss observed (any epoch)
 ``hard_bits``   uint16     bit j set: the sample was hard in the plan made j+1
@@ -18,7 +17,7 @@ array           dtype      meaning
                            ``history_slots`` epochs; NaN = not seen that epoch
 ==============  =========  ====================================================
 
-That is 28 bytes a sample with EMA and three history slots.
+That is 24 bytes a sample with EMA and three history slots.
 
 Progress correction (on by default)
 -----------------------------------
@@ -132,7 +131,6 @@ class LossTracker:
         n = int(self.offsets[-1])
         self.count = np.zeros(n, np.uint32)
         self.mean = np.zeros(n, np.float32)
-        self.m2 = np.zeros(n, np.float32)
         self.ema = np.zeros(n, np.float32) if self.settings.aggregation == "ema" else None
         self.last = np.full(n, np.nan, np.float32)
         self.hard_bits = np.zeros(n, np.uint16)
@@ -280,13 +278,8 @@ class LossTracker:
         delta = x - mean
         tmp = count.astype(np.float32)
         np.divide(delta, tmp, out=tmp)
-        mean += tmp  # Welford: mean_new = mean + delta / count
-        np.subtract(x, mean, out=tmp)
-        tmp *= delta  # m2_new = m2 + delta * (x - mean_new)
-        m2 = self.m2[idx]
-        m2 += tmp
+        mean += tmp  # running mean: mean_new = mean + delta / count
         self.mean[idx] = mean
-        self.m2[idx] = m2
         self.count[idx] = count
         if self.ema is not None:
             d = np.float32(self.settings.ema_decay)
@@ -457,18 +450,9 @@ class LossTracker:
             history=np.stack(rows),
         )
 
-    def variance(self, name: str) -> np.ndarray:
-        """Sample variance of each sample's aggregated observations (NaN below two)."""
-        self.flush()
-        lo, hi = self._range(name)
-        count = self.count[lo:hi].astype(np.float64)
-        out = np.full(hi - lo, np.nan)
-        np.divide(self.m2[lo:hi], count - 1.0, out=out, where=count > 1)
-        return out
-
     @property
     def nbytes(self) -> int:
-        arrays = [self.count, self.mean, self.m2, self.last, self.hard_bits, self.history]
+        arrays = [self.count, self.mean, self.last, self.hard_bits, self.history]
         if self.ema is not None:
             arrays.append(self.ema)
         return int(sum(a.nbytes for a in arrays))
@@ -482,7 +466,6 @@ class LossTracker:
             "datasets": {n: int(s) for n, s in zip(self.names, self.sizes)},
             "count": self.count.copy(),
             "mean": self.mean.copy(),
-            "m2": self.m2.copy(),
             "ema": None if self.ema is None else self.ema.copy(),
             "last": self.last.copy(),
             "hard_bits": self.hard_bits.copy(),
@@ -517,7 +500,7 @@ class LossTracker:
         self._pending = [(flat, pair)] if flat.size else []
         self._pending_size = int(flat.size)
         self._pending_epoch = state["pending_epoch"]
-        for name in ("count", "mean", "m2", "last", "hard_bits", "history", "history_epochs"):
+        for name in ("count", "mean", "last", "hard_bits", "history", "history_epochs"):
             current = getattr(self, name)
             loaded = np.asarray(state[name], dtype=current.dtype)
             if loaded.shape != current.shape:
