@@ -27,17 +27,11 @@ import time
 
 import numpy as np
 
-from hardmine.core import (
-    GuardSettings,
-    HardSamplePlan,
-    LossTracker,
-    Pool,
-    SelectorSettings,
-    TrackerSettings,
-    build_epoch_schedule,
-    sample_ids,
-    select_hard,
-)
+from hardmine.core import GuardSettings, HardSamplePlan, Pool, SelectorSettings, build_epoch_schedule, sample_ids
+
+from hardmine.core.selection import select_hard
+
+from hardmine.core.tracker import LossTracker, TrackerSettings
 
 
 def _time(fn, repeats: int) -> float:

@@ -403,7 +403,7 @@ def run_vl(size: VLSize, data: dict, *, condition: str, seed: int, arm: str, min
 
     from hardmine.config import load_config
     from hardmine.data.collate import split_metadata
-    from hardmine.train.entry import CHECKS, run_training
+    from hardmine.recipe.run import CHECKS, run_training
 
     settings = arm_settings(arm, mine_from=mine_from, train_size=len(data["train_hard"]))
     tree = {
@@ -480,7 +480,8 @@ def mined_shares(mined: dict[int, np.ndarray], is_hard: np.ndarray, corrupted: n
 
 def replay_trigger(monitored: dict[int, float], **trigger_kwargs) -> int | None:
     """The epoch at whose end a plateau trigger with these settings fires (None: never)."""
-    from hardmine.core import PlateauTrigger, TriggerSettings
+    from hardmine.core import TriggerSettings
+    from hardmine.core.trigger import PlateauTrigger
 
     trigger = PlateauTrigger(TriggerSettings(**trigger_kwargs))
     for epoch in sorted(monitored):
@@ -498,7 +499,7 @@ def run_suite(opts) -> dict:
     # version of the code from start to end.
     import hardmine.config  # noqa: F401
     import hardmine.data.synth  # noqa: F401
-    import hardmine.train.entry  # noqa: F401
+    import hardmine.recipe.run  # noqa: F401
     import hardmine.train.library  # noqa: F401
     sizes = QUICK if opts.quick else FULL
     out = Path(opts.out)

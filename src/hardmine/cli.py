@@ -42,7 +42,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from .train.distributed import current_ranks, shutdown
-    from .train.entry import run_training
+    from .recipe.run import run_training
 
     cfg = _load(args)
     result = run_training(cfg, resume_from_checkpoint=args.resume)
@@ -77,7 +77,7 @@ def _make_data(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .recipe.demo import run_demo
 
     return run_demo(Path(args.output_dir), fast=args.fast)
 

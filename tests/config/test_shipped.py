@@ -27,7 +27,7 @@ def fusion(tmp_path):
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_shipped_config_validates(path, fusion, tmp_path):
-    from hardmine.train.entry import CHECKS
+    from hardmine.recipe.run import CHECKS
 
     cfg = load_config(path, [f"custom.fusion_config={fusion}", f"training.output_dir={tmp_path}"], checks=CHECKS)
     assert cfg.custom.fusion_config == str(fusion)

@@ -3,18 +3,11 @@
 import numpy as np
 import pytest
 
-from hardmine.core import (
-    GuardSettings,
-    HardSampleMiner,
-    LossTracker,
-    MiningSettings,
-    SelectorSettings,
-    SettingError,
-    TrackerSettings,
-    guard_mask,
-    sample_ids,
-    select_hard,
-)
+from hardmine.core import GuardSettings, HardSampleMiner, MiningSettings, SelectorSettings, SettingError, sample_ids
+
+from hardmine.core.selection import guard_mask, select_hard
+
+from hardmine.core.tracker import LossTracker, TrackerSettings
 from hardmine.core.selection import judge_guard
 
 TOP1 = SelectorSettings("top_k", k=1, value=None)

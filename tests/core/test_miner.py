@@ -1,17 +1,9 @@
 import numpy as np
 import pytest
 
-from hardmine.core import (
-    GuardSettings,
-    HardSampleMiner,
-    MiningSettings,
-    Pool,
-    SelectorSettings,
-    SettingError,
-    build_epoch_schedule,
-    hard_vs_all,
-    sample_ids,
-)
+from hardmine.core import GuardSettings, HardSampleMiner, MiningSettings, Pool, SelectorSettings, SettingError, build_epoch_schedule, sample_ids
+
+from hardmine.core.miner import hard_vs_all
 from hardmine.core.miner import MiningStateMismatch
 
 SETTINGS = MiningSettings(

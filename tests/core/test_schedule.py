@@ -7,7 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hardmine.core import HardSamplePlan, Pool, allocate_counts, build_epoch_schedule, random_order, source_quota
+from hardmine.core import HardSamplePlan, Pool, build_epoch_schedule
+
+from hardmine.core.schedule import allocate_counts, random_order, source_quota
 
 
 def plan_for(hard, weight=3.0, name="target", epoch=0):

@@ -3,19 +3,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hardmine.core import (
-    GuardSettings,
-    LossTracker,
-    SelectorSettings,
-    SettingError,
-    TrackerSettings,
-    guard_mask,
-    sample_ids,
-    select_hard,
-    select_percentile,
-    select_threshold,
-    select_top_k,
-)
+from hardmine.core import GuardSettings, SelectorSettings, SettingError, sample_ids
+
+from hardmine.core.selection import guard_mask, select_hard, select_percentile, select_threshold, select_top_k
+
+from hardmine.core.tracker import LossTracker, TrackerSettings
 from hardmine.core.selection import percentile_count, raw_improvement, streak_reached
 
 values_st = st.lists(st.sampled_from([0.5, 1.0, 1.5, 2.0, 3.0]), min_size=0, max_size=40)

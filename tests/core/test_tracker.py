@@ -5,7 +5,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hardmine.core import LossTracker, SettingError, TrackerSettings, sample_ids
+from hardmine.core import SettingError, sample_ids
+
+from hardmine.core.tracker import LossTracker, TrackerSettings
 
 
 def reference(stream, n, *, aggregation="ema", decay=0.5, correction=True, level_decay=0.9, from_epoch=0):

@@ -2,7 +2,9 @@ import math
 
 import pytest
 
-from hardmine.core import PlateauTrigger, SettingError, TriggerSettings
+from hardmine.core import SettingError, TriggerSettings
+
+from hardmine.core.trigger import PlateauTrigger
 
 
 def run(values, **kw):

@@ -20,7 +20,7 @@ import yaml
 
 from hardmine.config import load_config
 from hardmine.train import distributed
-from hardmine.train.entry import CHECKS, run_training
+from hardmine.recipe.run import CHECKS, run_training
 from hardmine.train.mining import HardMining
 
 

@@ -55,7 +55,7 @@ def tiny_runs(tmp_path_factory):
 
     from hardmine.config import load_config
     from hardmine.data.synth import make_dataset
-    from hardmine.train.entry import CHECKS, run_training
+    from hardmine.recipe.run import CHECKS, run_training
 
     tmp = tmp_path_factory.mktemp("inspect-runs")
     fusion = make_dataset(tmp / "data", seed=0, target_size=48, source_sizes={"shapes_a": 24, "shapes_b": 24}, val_size=16)

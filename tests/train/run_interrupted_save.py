@@ -15,7 +15,7 @@ from transformers import Trainer
 
 from hardmine.config import load_config
 from hardmine.recipe.checks import CONFIG_CHECKS
-from hardmine.train.entry import run_training
+from hardmine.recipe.run import run_training
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ import yaml
 
 from hardmine.config import load_config
 from hardmine.data.synth import make_dataset
-from hardmine.train.entry import CHECKS, run_training
+from hardmine.recipe.run import CHECKS, run_training
 
 pytestmark = pytest.mark.integration
 

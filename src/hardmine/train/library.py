@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 from ..core import MiningSettings, UserInputError, sample_id
 from ..data.collate import METADATA_KEYS, collate_metadata
 from ..data.refs import SampleRef
-from .trainer import HardMiningMixin, build_mining
+from .trainer import HardMiningMixin, HardmineTrainer, build_mining
 
 
 class MinedDataset(Dataset):
@@ -124,4 +124,4 @@ def mining_kwargs(
     }
 
 
-__all__ = ["HardMiningMixin", "LibraryArgumentError", "MetadataCollator", "MinedDataset", "mining_kwargs"]
+__all__ = ["HardMiningMixin", "HardmineTrainer", "LibraryArgumentError", "MetadataCollator", "MinedDataset", "mining_kwargs"]

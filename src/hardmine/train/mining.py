@@ -59,7 +59,9 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from ..core import HardSampleMiner, HardSamplePlan, Pool, hard_vs_all
+from ..core import HardSampleMiner, HardSamplePlan, Pool
+
+from ..core.miner import hard_vs_all
 from ..core.files import write_atomically
 from ..core.audit import SampleCatalog, add_slices, finite_or_none, loss_summary, write_population
 from .distributed import Ranks, broadcast_object, gather_columns

@@ -8,7 +8,7 @@ import yaml
 
 from hardmine.config import load_config
 from hardmine.data.synth import make_dataset
-from hardmine.train.entry import CHECKS, run_training
+from hardmine.recipe.run import CHECKS, run_training
 
 pytestmark = pytest.mark.integration
 
@@ -107,7 +107,8 @@ def test_plan_reaches_persistent_workers_and_packing_trains(tmp_path, corpus, mo
     result = run_training(cfg)
     sampler = result.trainer.train_sampler
     assert sampler.plan is not None and result.trainer.state.global_step == 27
-    from hardmine.core import dataset_key, sample_ids
+    from hardmine.core import sample_ids
+    from hardmine.core.identity import dataset_key
 
     target = schedules[2]
     expected = Counter(sample_ids("target", target.base_idx[target.pool == 0]).tolist())

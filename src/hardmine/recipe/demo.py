@@ -20,10 +20,10 @@ def demo_config_path() -> Path:
 
 
 def run_demo(output_dir: Path, *, fast: bool = False) -> int:
-    from .config import load_config
-    from .data.synth import make_dataset
-    from .recipe.checks import CONFIG_CHECKS as CHECKS
-    from .train.entry import run_training
+    from ..config import load_config
+    from ..data.synth import make_dataset
+    from .checks import CONFIG_CHECKS as CHECKS
+    from .run import run_training
 
     started = time.perf_counter()
     output_dir = Path(output_dir).resolve()

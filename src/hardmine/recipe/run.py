@@ -1,4 +1,4 @@
-"""``hardmine train``: a validated config in, a trained checkpoint out.
+"""The recipe's run (``hardmine train``): a validated config in, a trained checkpoint out.
 
 The whole pipeline is built before training starts, so a bad record or a
 missing file fails before any step is taken.
@@ -18,13 +18,13 @@ from ..data.augment import AugmentationConfig
 from ..data.catalog import pool_catalog
 from ..data.collate import PackedCollator, PaddedCollator
 from ..data.dataset import CaptionDataset
-from ..recipe.checks import CONFIG_CHECKS as CHECKS
-from ..recipe.checks import check_data
-from .distributed import Ranks, barrier, local_rank
-from .mining import HardMining
-from .sampler import ScheduleSampler
-from .slices import SliceEvalCallback
-from .trainer import HardmineTrainer, check_checkpoint
+from ..train.distributed import Ranks, barrier, local_rank
+from ..train.mining import HardMining
+from ..train.sampler import ScheduleSampler
+from ..train.slices import SliceEvalCallback
+from ..train.trainer import HardmineTrainer, check_checkpoint
+from .checks import CONFIG_CHECKS as CHECKS  # noqa: F401 - the checks a caller of load_config passes
+from .checks import check_data
 
 logger = logging.getLogger("hardmine")
 
