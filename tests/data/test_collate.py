@@ -22,9 +22,9 @@ def feature(ids, labels=None, **extra):
 
 def text_features():
     return [
-        feature([5, 6, 7], [-100, 6, 7], sample_id=11, dataset="a", base_idx=1, position=0),
-        feature([8, 9], [-100, 9], sample_id=12, dataset="b", base_idx=0, position=1),
-        feature([3, 4, 5, 6], [-100, -100, 5, 6], sample_id=13, dataset="a", base_idx=7, position=2),
+        feature([5, 6, 7], [-100, 6, 7], sample_id=11, position=0),
+        feature([8, 9], [-100, 9], sample_id=12, position=1),
+        feature([3, 4, 5, 6], [-100, -100, 5, 6], sample_id=13, position=2),
     ]
 
 
@@ -37,10 +37,8 @@ def test_padded_layout_and_metadata():
     assert batch["labels"].tolist() == [[-100, 6, 7, -100], [-100, 9, -100, -100], [-100, -100, 5, 6]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1]]
     assert batch["sample_index"].tolist() == [[0, 0, 0, -1], [1, 1, -1, -1], [2, 2, 2, 2]]
-    assert batch["sample_id"].dtype == batch["base_idx"].dtype == batch["position"].dtype == torch.int64
-    assert batch["sample_id"].tolist() == [11, 12, 13] and batch["base_idx"].tolist() == [1, 0, 7]
-    assert batch["position"].tolist() == [0, 1, 2]
-    assert batch["dataset"] == ["a", "b", "a"]
+    assert batch["sample_id"].dtype == batch["position"].dtype == torch.int64
+    assert batch["sample_id"].tolist() == [11, 12, 13] and batch["position"].tolist() == [0, 1, 2]
     model_inputs, meta = split_metadata(batch)
     assert set(model_inputs) == {"input_ids", "labels", "attention_mask"}
     assert set(meta) == set(METADATA_KEYS)
@@ -95,7 +93,7 @@ def test_packed_text_row():
     assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1, 0, 1, 2, 3]]
     assert batch["sample_index"].tolist() == [[0, 0, 0, 1, 1, 2, 2, 2, 2]]
     assert torch.equal(sample_index_for_packed(batch["position_ids"]), batch["sample_index"])
-    assert batch["sample_id"].tolist() == [11, 12, 13] and batch["dataset"] == ["a", "b", "a"]
+    assert batch["sample_id"].tolist() == [11, 12, 13] and batch["position"].tolist() == [0, 1, 2]
 
 
 def test_packed_first_label_of_every_sample_is_ignored():

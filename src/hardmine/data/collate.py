@@ -2,10 +2,10 @@
 
 Each feature is a dict from :func:`hardmine.data.encode.encode_chat` (1-D
 ``input_ids``, ``labels``, ``attention_mask``, optional ``mm_token_type_ids``,
-``pixel_values``, ``image_grid_thw``) plus optional metadata: ``sample_id`` (int),
-``dataset`` (str), ``base_idx`` (int), ``position`` (int, the place in the epoch's
-order). A batch carries ``sample_id``, ``base_idx`` and ``position`` as int64
-tensors, ``dataset`` as a list of str, and ``sample_index``: for every
+``pixel_values``, ``image_grid_thw``) plus optional metadata: ``sample_id`` (int;
+it encodes the dataset and ``base_idx``) and ``position`` (int, the place in the
+epoch's order). A batch carries ``sample_id`` and ``position`` as int64
+tensors, and ``sample_index``: for every
 token, the index of its sample in the batch (-1 on padding), which is what
 :func:`hardmine.train.loss.per_sample_loss` groups token losses by.
 
@@ -36,13 +36,14 @@ import torch
 from .encode import IGNORE_INDEX
 
 #: Batch keys that describe samples rather than feed the model.
-METADATA_KEYS = ("sample_id", "dataset", "base_idx", "position", "sample_index")
+#: ``sample_id`` names the sample for life (dataset and base_idx are encoded in it);
+#: ``position`` is its place in the epoch's order; ``sample_index`` maps tokens to samples.
+METADATA_KEYS = ("sample_id", "position", "sample_index")
 
-_INT_METADATA = ("sample_id", "base_idx", "position")
-_STR_METADATA = ("dataset",)
+_INT_METADATA = ("sample_id", "position")
 _TOKEN_KEYS = ("input_ids", "labels", "attention_mask", "mm_token_type_ids")
 _VISION_KEYS = ("pixel_values", "image_grid_thw")
-_KNOWN_KEYS = frozenset(_TOKEN_KEYS + _VISION_KEYS + _INT_METADATA + _STR_METADATA)
+_KNOWN_KEYS = frozenset(_TOKEN_KEYS + _VISION_KEYS + _INT_METADATA)
 
 #: ``rope_index(input_ids (1, L), mm_token_type_ids (1, L), image_grid_thw (k, 3) or None)``
 #: -> position ids ``(3, 1, L)`` (or a tuple whose first item is that), as the
@@ -79,7 +80,7 @@ def _check_features(features: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                     f"expected {length} (the length of input_ids)"
                 )
         _check_vision(feature, i)
-    for key in _INT_METADATA + _STR_METADATA:
+    for key in _INT_METADATA:
         have = [key in f for f in features]
         if any(have) and not all(have):
             missing = [i for i, h in enumerate(have) if not h]
@@ -115,15 +116,10 @@ def _check_vision(feature: dict[str, Any], i: int) -> None:
 
 
 def collate_metadata(features: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """``sample_id`` / ``base_idx`` / ``position`` as int64 tensors, ``dataset`` as a list of str, when present."""
-    out: dict[str, Any] = {}
-    for key in _INT_METADATA:
-        if key in features[0]:
-            out[key] = torch.tensor([int(f[key]) for f in features], dtype=torch.int64)
-    for key in _STR_METADATA:
-        if key in features[0]:
-            out[key] = [str(f[key]) for f in features]
-    return out
+    """``sample_id`` and ``position`` as int64 tensors, when present."""
+    return {
+        key: torch.tensor([int(f[key]) for f in features], dtype=torch.int64) for key in _INT_METADATA if key in features[0]
+    }
 
 
 def _collate_vision(features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:

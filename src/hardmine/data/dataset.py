@@ -8,7 +8,7 @@ Augmentation is seeded from ``(seed, epoch, position)`` with ``position`` the
 place in the epoch's global order: the same on any number of ranks, and a
 resumed run draws what the uninterrupted run drew.
 
-Every item carries ``sample_id``, ``dataset`` and ``base_idx`` for the
+Every item carries ``sample_id`` (dataset and ``base_idx`` in one int) for the
 collator; the trainer removes them before the model's forward.
 """
 
@@ -101,8 +101,6 @@ class CaptionDataset(Dataset):
             # Name the sample: without it an error found epochs into a run points nowhere.
             raise SampleError(f"{source.where(base)}: {e}") from e
         features["sample_id"] = sample_id(source.name, base)
-        features["dataset"] = source.name
-        features["base_idx"] = base
         features["position"] = position  # one occurrence per position: lets ranks drop sharding duplicates
         return features
 

@@ -44,7 +44,7 @@ class MinedDataset(Dataset):
         clash = [k for k in METADATA_KEYS if k in item]
         if clash:
             raise ValueError(f"dataset item {base} already has key(s) {clash}, which hardmine uses for sample identity")
-        item.update(sample_id=sample_id(self.name, base), dataset=self.name, base_idx=base, position=position)
+        item.update(sample_id=sample_id(self.name, base), position=position)
         return item
 
 

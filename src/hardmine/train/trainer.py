@@ -1,19 +1,21 @@
-"""The Trainer glue: sampler, metadata, per-sample loss, the mining callback.
+"""The Trainer glue: sampler, metadata, the loss path, the mining callback, checkpoints.
 
-:class:`HardmineTrainer` differs from ``transformers.Trainer`` only where it
-must:
+:class:`HardMiningMixin` (and :class:`HardmineTrainer`, the mixin on
+``transformers.Trainer``) differs from the trainer it is mixed into only where
+it must:
 
-* the training sampler is the :class:`ScheduleSampler` it is given (fusion
-  quotas, augmentation positions, and the mining plan);
-* sample metadata (``sample_id``, ``dataset``, ``base_idx``, ``position``,
-  ``sample_index``) is removed from each batch before the model's forward;
-* with mining on, the per-sample losses of each training micro-batch are
-  computed from the logits of that same forward (no second forward; chunked,
-  no full float32 copy of the logits) and recorded. The loss the model returns,
-  and so the training, is untouched.
+* the training sampler is hardmine's :class:`ScheduleSampler` (the stock order
+  until a plan exists; fusion quotas and the plan after);
+* sample metadata (``sample_id``, ``position``, ``sample_index``) is removed
+  from each batch before the model's forward; identity stays on the host;
+* with mining on, the training loss and the per-sample losses come from one
+  computation: the tiled LM head at supervised positions (no logits), or, under
+  TRL's ``SFTTrainer``, TRL's own fused head; one device-to-host copy a step;
+* each checkpoint folder is marked while it is saved, and resume refuses a
+  marked one.
 
-With mining off (``mining=None``) the trainer adds no callback and records
-nothing.
+With mining off (``mining=None`` or ``MiningSettings(enabled=False)``) and the
+default ``tiled_loss``, training is the stock trainer's, bit for bit.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ def build_mining(size: int, args, settings: MiningSettings, name: str):
 
 
 #: Metadata kept on the host; ``sample_index`` goes to the device with the batch (the loss reads it there).
-HOST_METADATA = ("sample_id", "dataset", "base_idx", "position")
+HOST_METADATA = ("sample_id", "position")
 
 
 class HardMiningMixin:
