@@ -41,14 +41,10 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .train.distributed import current_ranks, shutdown
-    from .recipe.run import run_training
+    from .recipe.run import train_and_leave
 
-    cfg = _load(args)
-    result = run_training(cfg, resume_from_checkpoint=args.resume)
-    is_main = current_ranks().is_main
-    shutdown()
-    if not is_main:
+    result = train_and_leave(_load(args), resume_from_checkpoint=args.resume)
+    if result is None:  # not the main process
         return 0
     print(f"hardmine: run finished; everything is in {result.output_dir}")
     print(f"  final model:  {result.final_dir}")

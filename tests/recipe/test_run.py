@@ -139,3 +139,14 @@ def test_an_eval_monitor_mines_once_per_epoch_and_not_at_the_final_evaluation(tm
     assert "hsm/failed" not in str(result.trainer.state.log_history)
     assert "eval_target_loss" in result.metrics  # the final evaluate() ran and mined nothing
     assert result.trainer.mining.mined_epoch == 2
+
+
+def test_hardmine_train_says_where_everything_is(tmp_path, corpus, capsys, monkeypatch):
+    from hardmine import cli
+
+    monkeypatch.setattr(cli, "_console_logging", lambda: None)
+    config(tmp_path, corpus, enabled=True, start_epoch=1, plateau_delta=1.0, selector={"mode": "top_k", "k": 5})
+    assert cli.main(["train", "--config", str(tmp_path / "config.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert f"everything is in {tmp_path / 'run'}" in out and f"final model:  {tmp_path / 'run' / 'final'}" in out
+    assert "hard samples: 2 dump(s)" in out

@@ -18,7 +18,7 @@ from ..data.augment import AugmentationConfig
 from ..data.catalog import pool_catalog
 from ..data.collate import PackedCollator, PaddedCollator
 from ..data.dataset import CaptionDataset
-from ..train.distributed import Ranks, barrier, local_rank
+from ..train.distributed import Ranks, barrier, current_ranks, local_rank, shutdown
 from ..train.mining import HardMining
 from ..train.sampler import ScheduleSampler
 from ..train.slices import SliceEvalCallback
@@ -149,6 +149,18 @@ def run_training(
         mining_history=list(mining.history) if mining is not None else [],
         slice_history=list(slices.rows) if slices is not None else [],
     )
+
+
+def train_and_leave(cfg: HardmineConfig, *, resume_from_checkpoint: str | bool | None = None) -> TrainResult | None:
+    """``hardmine train``: :func:`run_training`, then leave the process group.
+
+    The result on the main process, None on the others. A process that exits
+    without leaving the group can abort in interpreter teardown.
+    """
+    result = run_training(cfg, resume_from_checkpoint=resume_from_checkpoint)
+    is_main = current_ranks().is_main
+    shutdown()
+    return result if is_main else None
 
 
 def _tensorboard_dir(trainer) -> Path | None:
