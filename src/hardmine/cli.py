@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="generate a synthetic corpus and train the tiny VL model on it")
     p.add_argument("--output-dir", default="runs/demo", help="where data, logs and checkpoints go (default runs/demo)")
-    p.add_argument("--fast", action="store_true", help="a smaller corpus and fewer epochs (used by the tests)")
+    p.add_argument("--fast", action="store_true", help="a smaller corpus, 3 epochs, mining from the end of epoch 1 (used by the tests)")
     p.set_defaults(func=_demo)
 
     p = sub.add_parser("make-data", help="write the synthetic dense-caption corpus (target + two sources)")

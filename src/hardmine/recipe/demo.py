@@ -34,7 +34,12 @@ def run_demo(output_dir: Path, *, fast: bool = False) -> int:
     fusion = make_dataset(output_dir / "data", seed=0, **sizes)
     overrides = [f"custom.fusion_config={fusion}", f"training.output_dir={output_dir / 'run'}"]
     if fast:
-        overrides += ["training.num_train_epochs=2", "data.num_workers=0"]
+        # Three epochs, mining forced from the end of epoch 1, so that even the
+        # short run shows a plan applied (and the checks accept it).
+        overrides += [
+            "training.num_train_epochs=3", "data.num_workers=0",
+            "custom.hard_sample_mining.start_epoch=1", "custom.hard_sample_mining.plateau_delta=1.0",
+        ]
     cfg = load_config(demo_config_path(), overrides, checks=CHECKS)
     result = run_training(cfg, slice_eval=True)
     minutes = (time.perf_counter() - started) / 60
