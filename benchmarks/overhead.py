@@ -205,7 +205,7 @@ def mining_step_at_scale(size: int, epochs: int = 3) -> dict:
         **{k: round(v, 4) for k, v in timings.items()},
         "total_s": round(sum(timings.values()), 4),
         "peak_alloc_mib": round(peak / 2**20, 1),
-        "tracker_bytes_per_sample": round(miner.tracker.nbytes / size, 1) if hasattr(miner.tracker, "nbytes") else None,
+        "tracker_bytes_per_sample": round(miner.tracker.nbytes / size, 1),
     }
 
 

@@ -69,6 +69,16 @@ ACCURACY_NAME = {"exact": "exact match", "token_acc": "token accuracy", "desc_ac
 
 
 # ------------------------------------------------------------------ formatting
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no screen here), imported when a plot is drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def fmt(x: float | None, digits: int = 3) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "–"
@@ -125,10 +135,7 @@ def curve(runs: list[dict], slice_name: str, metric: str = "loss") -> tuple[np.n
 
 def plot_loss_curves(report: dict, task: str, path: Path) -> None:
     """Hard-slice eval loss per epoch per arm, mean with a min-max band over seeds; one panel per condition."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     conditions = [c for c in report["setup"]["conditions"] if runs_of(report, task, c)]
     banded = {"uniform", arm_by_settings(report, task)}  # seed bands for the control and today's defaults only
@@ -157,10 +164,7 @@ def plot_loss_curves(report: dict, task: str, path: Path) -> None:
 
 def plot_calibration(report: dict, task: str, path: Path) -> None:
     """The control's learning curves: hard slice vs rest, loss and accuracy."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     for condition, ls in (("clean", "-"), ("noisy", "--")):
@@ -192,10 +196,7 @@ def plot_calibration(report: dict, task: str, path: Path) -> None:
 
 def plot_paired_deltas(report: dict, path: Path) -> None:
     """Per task and condition: each seed's paired relative difference to uniform, hard slice and overall."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     keys = sorted(report["summary"])
     fig, axes = plt.subplots(1, len(keys), figsize=(4.8 * len(keys), 3.8), squeeze=False)
@@ -221,10 +222,7 @@ def plot_paired_deltas(report: dict, path: Path) -> None:
 
 def plot_mined_shares(report: dict, path: Path) -> None:
     """Mined set's corrupted share per epoch per arm (noisy), and its hard-slice share (clean)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     keys = [k for k in report["summary"] if k.endswith("/noisy") or k.endswith("/clean")]
     rows = [[(k, "corrupted_share") for k in keys if k.endswith("/noisy")], [(k, "hard_share") for k in keys if k.endswith("/clean")]]
@@ -732,8 +730,7 @@ def load_overhead(results: Path) -> list[dict]:
 
 
 def plot_overhead(overheads: list[dict], path: Path) -> None:
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     rows = [(name, r["time_ratio"], r["memory_ratio"]) for o in overheads for name, r in o["results"].items()]
     fig, ax = plt.subplots(figsize=(7, 3.2))
     x = np.arange(len(rows))

@@ -173,3 +173,20 @@ def test_validating_a_config_imports_no_transformers(tmp_path, data_file):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_mining_settings_from_a_file_of_their_own(tmp_path):
+    from hardmine.config import load_mining_settings
+
+    path = tmp_path / "mining.yaml"
+    path.write_text("start_epoch: 1\nselector: {mode: top_k, k: 8}\nnoise_guard: {rule: improvement}\n")
+    settings = load_mining_settings(path)
+    assert settings.enabled and settings.start_epoch == 1 and settings.selector.k == 8
+    assert settings.noise_guard.rule == "improvement"
+    path.write_text("hard_sample_mining: {enabled: false}\n")
+    assert load_mining_settings(path).enabled is False
+    path.write_text("selector: {mode: top_k}\nstartepoch: 1\n")
+    with pytest.raises(ConfigError) as excinfo:
+        load_mining_settings(path)
+    keys = problems(excinfo)
+    assert keys["custom.hard_sample_mining.selector.k"].startswith("got None") and "startepoch" in keys

@@ -19,6 +19,12 @@ def corpus(tmp_path_factory):
     return make_dataset(out, seed=0, target_size=48, source_sizes={"shapes_a": 24, "shapes_b": 24}, val_size=8)
 
 
+#: Mining forced from the end of epoch 1 (of 3): 5 hard target samples, no guard.
+MINED_FROM_EPOCH_1 = dict(
+    enabled=True, start_epoch=1, plateau_delta=1.0, noise_guard={"enabled": False}, selector={"mode": "top_k", "k": 5}
+)
+
+
 def config(tmp_path, fusion, **mining):
     tree = {
         "model": {"model": "builtin:tiny-qwen2-vl"},
@@ -55,17 +61,7 @@ def test_train_save_reload(tmp_path, corpus):
 
 
 def test_mining_run_dumps_and_logs(tmp_path, corpus):
-    result = run_training(
-        config(
-            tmp_path,
-            corpus,
-            enabled=True,
-            start_epoch=1,
-            plateau_delta=1.0,
-            noise_guard={"enabled": False},
-            selector={"mode": "top_k", "k": 5},
-        )
-    )
+    result = run_training(config(tmp_path, corpus, **MINED_FROM_EPOCH_1))
     dumps = sorted((tmp_path / "run").glob("hard_samples_epoch_*.json"))
     assert [d.name for d in dumps] == ["hard_samples_epoch_1.json", "hard_samples_epoch_2.json"]
     data = json.loads(dumps[0].read_text())
@@ -119,18 +115,7 @@ def test_plan_reaches_persistent_workers_and_packing_trains(tmp_path, corpus, mo
 
 
 def test_an_eval_monitor_mines_once_per_epoch_and_not_at_the_final_evaluation(tmp_path, corpus):
-    result = run_training(
-        config(
-            tmp_path,
-            corpus,
-            enabled=True,
-            start_epoch=1,
-            plateau_delta=1.0,
-            monitor="eval_target_loss",
-            noise_guard={"enabled": False},
-            selector={"mode": "top_k", "k": 5},
-        )
-    )
+    result = run_training(config(tmp_path, corpus, **MINED_FROM_EPOCH_1, monitor="eval_target_loss"))
     logged = [h for h in result.trainer.state.log_history if "hsm/active" in h]
     # One row per epoch, each after that epoch's evaluation, carrying its eval loss.
     assert [h["hsm/active"] for h in logged] == [0.0, 1.0, 1.0]
@@ -145,7 +130,7 @@ def test_hardmine_train_says_where_everything_is(tmp_path, corpus, capsys, monke
     from hardmine import cli
 
     monkeypatch.setattr(cli, "_console_logging", lambda: None)
-    config(tmp_path, corpus, enabled=True, start_epoch=1, plateau_delta=1.0, selector={"mode": "top_k", "k": 5})
+    config(tmp_path, corpus, **MINED_FROM_EPOCH_1)
     assert cli.main(["train", "--config", str(tmp_path / "config.yaml")]) == 0
     out = capsys.readouterr().out
     assert f"everything is in {tmp_path / 'run'}" in out and f"final model:  {tmp_path / 'run' / 'final'}" in out

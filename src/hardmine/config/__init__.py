@@ -5,7 +5,16 @@ Imports pydantic, yaml and the core, never transformers: the
 :mod:`hardmine.config.training_fields`).
 """
 
-from .load import ConfigError, Problem, apply_overrides, dump_config, load_config, load_tree, parse_config
+from .load import (
+    ConfigError,
+    Problem,
+    apply_overrides,
+    dump_config,
+    load_config,
+    load_mining_settings,
+    load_tree,
+    parse_config,
+)
 from .schema import HardmineConfig
 
 __all__ = [
@@ -15,6 +24,7 @@ __all__ = [
     "apply_overrides",
     "dump_config",
     "load_config",
+    "load_mining_settings",
     "load_tree",
     "parse_config",
 ]

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ..core import MiningSettings, SettingError
 from ..core.errors import UserInputError
@@ -318,6 +318,22 @@ def parse_config(tree: Mapping[str, Any], source: str | Path, checks: Iterable[C
 def load_config(path: str | Path, overrides: Iterable[str] = (), checks: Iterable[Check] = ()) -> HardmineConfig:
     tree = apply_overrides(load_tree(path), overrides)
     return parse_config(tree, Path(path).resolve(), checks)
+
+
+def load_mining_settings(path: str | Path) -> MiningSettings:
+    """:class:`MiningSettings` from a YAML file of ``custom.hard_sample_mining`` keys (for other
+    frameworks' entry points, such as the ms-swift plugin). The file may also hold them under a
+    ``hard_sample_mining`` key; ``enabled`` defaults to true there, since the file asks for mining.
+    """
+    path = Path(path)
+    tree = read_yaml(path)
+    if set(tree) == {"hard_sample_mining"} and isinstance(tree["hard_sample_mining"], dict):
+        tree = tree["hard_sample_mining"]
+    tree = {"enabled": True, **tree}
+    try:
+        return TypeAdapter(MiningSettings).validate_python(tree)
+    except ValidationError as err:
+        raise ConfigError(str(path), _pydantic_problems(err, tree)) from None
 
 
 def dump_config(cfg: HardmineConfig) -> str:

@@ -31,38 +31,14 @@ import os
 import sys
 from pathlib import Path
 
-import yaml
-from pydantic import TypeAdapter, ValidationError
-
-from hardmine.config.load import ConfigError, Problem, _pydantic_problems
-from hardmine.config.schema import HardSampleMiningSection
-from hardmine.core import MiningSettings, UserInputError
+from hardmine.config import load_mining_settings
+from hardmine.core import UserInputError
 from hardmine.train.trainer import HardMiningMixin
 
 #: The environment variable naming the mining YAML.
 MINING_ENV = "HARDMINE_MINING"
 #: Keys swift's ``_prepare_inputs`` adds to a batch for its own loss.
 SWIFT_LOSS_KEYS = ("compute_loss_func", "loss_scale", "text_position_ids", "channel", "logits_to_keep")
-
-
-def load_mining_section(path: str | os.PathLike) -> MiningSettings:
-    """The ``hard_sample_mining`` settings of a YAML file (a mapping of its keys), checked."""
-    path = Path(path)
-    try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise ConfigError(str(path), [Problem(MINING_ENV, "no such file")]) from None
-    except yaml.YAMLError as e:
-        raise ConfigError(str(path), [Problem("(yaml)", f"not valid YAML: {e}")]) from None
-    if isinstance(tree, dict) and set(tree) == {"hard_sample_mining"}:
-        tree = tree["hard_sample_mining"]
-    if not isinstance(tree, dict):
-        raise ConfigError(str(path), [Problem("(top level)", "expected a mapping of custom.hard_sample_mining keys")])
-    tree = {"enabled": True, **tree}
-    try:
-        return TypeAdapter(HardSampleMiningSection).validate_python(tree)
-    except ValidationError as err:
-        raise ConfigError(str(path), _pydantic_problems(err, tree)) from None
 
 
 def _swift_trainer_class():
@@ -76,7 +52,7 @@ class MinedSeq2SeqTrainer(HardMiningMixin, _swift_trainer_class()):
 
     def __init__(self, *args, **kwargs):
         settings_file = os.environ.get(MINING_ENV)
-        settings = load_mining_section(settings_file) if settings_file else None
+        settings = load_mining_settings(settings_file) if settings_file else None
         super().__init__(*args, mining=settings, **kwargs)  # None or enabled: false: swift's trainer as it is
         if self.mining is not None:
             self._refuse_what_cannot_be_mined()

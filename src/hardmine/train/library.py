@@ -22,10 +22,13 @@ from typing import Any, Callable, Sequence
 
 from torch.utils.data import Dataset
 
-from ..core import MiningSettings, UserInputError, sample_id
+from ..core import MiningSettings, Pool, UserInputError, sample_id
 from ..data.collate import METADATA_KEYS, collate_metadata
 from ..data.refs import SampleRef
-from .trainer import HardMiningMixin, HardmineTrainer, build_mining
+from .distributed import Ranks
+from .mining import HardMining
+from .sampler import ScheduleSampler
+from .trainer import HardMiningMixin, HardmineTrainer
 
 
 class MinedDataset(Dataset):
@@ -93,6 +96,16 @@ def check_mining_arguments(train_dataset, data_collator, args, settings, name: s
             f"mining_kwargs: settings.monitor: got {monitor!r}; expected 'train_loss' or an eval metric such as "
             "'eval_loss' (evaluated at every epoch end: eval_strategy='epoch')"
         )
+
+
+def build_mining(size: int, args, settings: MiningSettings, name: str):
+    """``(sampler, mining stage)`` for one dataset of ``size`` samples trained with ``args``."""
+    pools = [Pool(name, size)]
+    # The stock Trainer's data seed: the order is the stock run's until a plan exists.
+    seed = args.data_seed if getattr(args, "data_seed", None) is not None else args.seed
+    sampler = ScheduleSampler(pools, seed=seed)
+    mining = HardMining(settings, pools, sampler, output_dir=args.output_dir, ranks=Ranks.of(args))
+    return sampler, mining
 
 
 def mining_kwargs(

@@ -68,6 +68,12 @@ def per_sample_loss(
     return _per_sample_sums(pieces, samples, num_samples, logits.device)
 
 
+def sample_means(loss_sum: torch.Tensor, token_count: torch.Tensor) -> torch.Tensor:
+    """Each sample's mean token loss from ``(loss_sum, token_count)``; NaN where nothing was scored."""
+    means = loss_sum.detach() / token_count.clamp(min=1)
+    return torch.where(token_count > 0, means, torch.full_like(means, float("nan")))
+
+
 def tiled_head_loss(
     hidden: torch.Tensor,
     head_weight: torch.Tensor,

@@ -60,10 +60,9 @@ import numpy as np
 import torch
 
 from ..core import HardSampleMiner, HardSamplePlan, Pool
-
-from ..core.miner import hard_vs_all
-from ..core.files import write_atomically
 from ..core.audit import SampleCatalog, add_slices, finite_or_none, loss_summary, write_population
+from ..core.files import write_atomically
+from ..core.miner import hard_vs_all
 from .distributed import Ranks, broadcast_object, gather_columns
 
 logger = logging.getLogger("hardmine")
@@ -161,8 +160,6 @@ class HardMining:
         self.target = pools[0].name
         self.sampler = sampler
         self.output_dir = Path(output_dir)
-        self.dump = settings.dump
-        self.monitor = settings.monitor
         self.log = ObservationLog()
         # Only rank 0 aggregates; other ranks hold just the plan, via the sampler.
         self.ranks = ranks
@@ -171,10 +168,13 @@ class HardMining:
         self.mined_epoch: int | None = None  # the last epoch end_epoch closed
         self.sizes = {p.name: p.size for p in pools}
         self.catalogs = dict(catalogs or {})
-        self.dump_population = settings.dump_population
         # Rank 0, after an active epoch: aggregated losses for TensorBoard histograms
         # (tag -> values); None otherwise. Read by the Trainer callback.
         self.histograms: dict[str, np.ndarray] | None = None
+
+    @property
+    def monitor(self) -> str:
+        return self.settings.monitor
 
     @property
     def plan(self) -> HardSamplePlan | None:
@@ -211,10 +211,11 @@ class HardMining:
     def _mine_on_rank0(self, epoch: int, gathered, monitored):
         obs = deduplicate(gathered)
         self.miner.observe(obs["sample_id"], obs["loss"], epoch=epoch, steps=obs["step"])
-        report = self.miner.end_epoch(epoch, monitored, population=self.dump and self.dump_population)
+        dump = self.settings.dump
+        report = self.miner.end_epoch(epoch, monitored, population=dump and self.settings.dump_population)
         metrics = self._metrics(report, observed_now=int(obs["sample_id"].size))
         self.histograms = self._histograms(report)
-        if self.dump:
+        if dump:
             try:
                 self._write_files(report, metrics)
             except OSError as e:

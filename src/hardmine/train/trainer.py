@@ -29,13 +29,12 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from ..core import MiningSettings, Pool
+from ..core import MiningSettings
 from ..core.errors import UserInputError
 from ..data.collate import split_metadata
-from .loss import per_sample_loss, sample_index_for_packed, sample_index_for_padded, tiled_head_loss
+from .loss import per_sample_loss, sample_index_for_packed, sample_index_for_padded, sample_means, tiled_head_loss
 from .distributed import Ranks, barrier
 from .mining import STATE_FILE, HardMining, MiningError
-from .sampler import ScheduleSampler
 from .tensorboard import LossHistogramCallback
 
 
@@ -47,18 +46,7 @@ def per_sample_means(logits: torch.Tensor, labels: torch.Tensor, metadata: dict)
         sample_index = sample_index_for_padded(labels.shape[0], labels.shape[1], device=labels.device)
     with torch.no_grad():
         sums, counts = per_sample_loss(logits.detach(), labels, sample_index.to(labels.device), num_samples, checkpoint=False)
-    means = sums / counts.clamp(min=1)
-    return torch.where(counts > 0, means, torch.full_like(means, float("nan")))
-
-
-def build_mining(size: int, args, settings: MiningSettings, name: str):
-    """``(sampler, mining stage)`` for one dataset of ``size`` samples trained with ``args``."""
-    pools = [Pool(name, size)]
-    # The stock Trainer's data seed: the order is the stock run's until a plan exists.
-    seed = args.data_seed if getattr(args, "data_seed", None) is not None else args.seed
-    sampler = ScheduleSampler(pools, seed=seed)
-    mining = HardMining(settings, pools, sampler, output_dir=args.output_dir, ranks=Ranks.of(args))
-    return sampler, mining
+    return sample_means(sums, counts)
 
 
 #: Metadata kept on the host; ``sample_index`` goes to the device with the batch (the loss reads it there).
@@ -68,9 +56,11 @@ HOST_METADATA = ("sample_id", "position")
 class HardMiningMixin:
     """Mix into any ``transformers.Trainer`` subclass (TRL's ``SFTTrainer`` too).
 
-    ``train_sampler``: the :class:`ScheduleSampler` to train with; ``mining``:
-    the :class:`HardMining` stage, or None for none. Batches must carry the
-    metadata of :data:`hardmine.data.collate.METADATA_KEYS`.
+    ``mining``: :class:`MiningSettings` (the trainer's own dataset and collator
+    are then wrapped with sample identity after ``__init__``), or a ready
+    :class:`HardMining` stage with its ``train_sampler`` (as
+    :func:`hardmine.train.library.mining_kwargs` or the recipe builds them,
+    whose batches carry :data:`hardmine.data.collate.METADATA_KEYS`), or None.
 
     ``tiled_loss``: compute the training loss from the last hidden states with
     the LM head applied only at supervised positions, in tiles (see
@@ -109,7 +99,7 @@ class HardMiningMixin:
 
     def _adopt_mining(self, settings: MiningSettings):
         """Wrap the trainer's own dataset and collator with sample identity; build the sampler and the stage."""
-        from .library import MetadataCollator, MinedDataset, check_mining_arguments
+        from .library import mining_kwargs
 
         if getattr(self.args, "packing", False):
             raise UserInputError(
@@ -119,14 +109,12 @@ class HardMiningMixin:
         dataset = self.train_dataset
         if self.args.remove_unused_columns and hasattr(dataset, "column_names"):
             # What Trainer would drop from a Hugging Face dataset later, dropped
-            # now: the wrapper below hides the dataset's type, and the collator
-            # must not see raw text columns.
+            # now: the wrapper hides the dataset's type, and the collator must
+            # not see raw text columns.
             dataset = self._remove_unused_columns(dataset, description="training")
-        check_mining_arguments(dataset, self.data_collator, self.args, settings, "train")
-        self.args.remove_unused_columns = False  # keep the identity keys up to the collator
-        self.train_dataset = MinedDataset(dataset, "train")
-        self.data_collator = MetadataCollator(self.data_collator)
-        return build_mining(len(dataset), self.args, settings, "train")
+        wrapped = mining_kwargs(dataset, self.data_collator, args=self.args, settings=settings)
+        self.train_dataset, self.data_collator = wrapped["train_dataset"], wrapped["data_collator"]
+        return wrapped["train_sampler"], wrapped["mining"]
 
     def _get_train_sampler(self, train_dataset=None):
         if self.train_sampler is not None:
@@ -135,7 +123,8 @@ class HardMiningMixin:
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         model_inputs, metadata = split_metadata(inputs)
-        if not model.training or not (self.tiled_loss or self.mining is not None):
+        if not model.training or (self.mining is None and (not self.tiled_loss or self._fused_loss)):
+            # Nothing to record, and no tiled loss to compute (TRL's fused loss already builds no logits).
             return super().compute_loss(model, model_inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
         labels = model_inputs["labels"]
         num_samples = int(metadata["sample_id"].numel()) if "sample_id" in metadata else labels.shape[0]
@@ -167,7 +156,7 @@ class HardMiningMixin:
             result = (loss, outputs) if return_outputs else loss
         if self.mining is not None:
             with torch.no_grad():
-                means = torch.where(counts > 0, sums.detach() / counts.clamp(min=1), torch.full_like(sums, float("nan")))
+                means = sample_means(sums, counts)
             # Identity stayed on the host (see _prepare_inputs); the losses stay on
             # the device until the step ends (HardMiningCallback.on_step_end).
             self.mining.record(
@@ -198,20 +187,26 @@ class HardMiningMixin:
         """The tiled loss reproduces the stock loss only where the stock loss is the plain causal-LM one."""
         if self.label_smoother is not None or self.compute_loss_func is not None:
             return False
-        # ``logits_to_keep`` lets the forward skip the logits; models without it
-        # (older or custom architectures) get the model's loss and logits instead.
-        return "logits_to_keep" in inspect.signature(self._unwrapped(model).forward).parameters
+        return self._model_facts(model)[1]
 
     def _unwrapped(self, model):
-        """``accelerator.unwrap_model(model)``, remembered per wrapper.
+        return self._model_facts(model)[0]
+
+    def _model_facts(self, model):
+        """``(unwrapped model, whether its forward takes logits_to_keep)``, worked out once per wrapper.
 
         accelerate reads installed-package metadata on every unwrap (a fraction
-        of a millisecond each): too much to pay at every step of a tiny model.
+        of a millisecond each), and inspecting a signature costs as much: too much
+        to pay at every step of a tiny model. ``logits_to_keep`` lets the forward
+        skip the logits; models without it (older or custom architectures) get
+        the model's loss and logits instead.
         """
-        cached = getattr(self, "_unwrapped_cache", None)
+        cached = getattr(self, "_model_facts_cache", None)
         if cached is None or cached[0] is not model:
-            cached = self._unwrapped_cache = (model, self.accelerator.unwrap_model(model))
-        return cached[1]
+            unwrapped = self.accelerator.unwrap_model(model)
+            takes = "logits_to_keep" in inspect.signature(unwrapped.forward).parameters
+            cached = self._model_facts_cache = (model, unwrapped, takes)
+        return cached[1:]
 
     def _tiled_forward(self, model, model_inputs, sample_index, num_samples):
         """One forward without logits (``logits_to_keep`` empty), then the tiled head at supervised positions."""
@@ -226,7 +221,7 @@ class HardMiningMixin:
         hidden = outputs.hidden_states[-1]  # the final normed state: what the LM head reads
         outputs.hidden_states = None  # do not hand every layer's state on to the caller
         head = self._unwrapped(model).get_output_embeddings()
-        sums, counts = tiled_head_loss(hidden, head.weight, head.bias, labels, sample_index.to(labels.device), num_samples)
+        sums, counts = tiled_head_loss(hidden, head.weight, head.bias, labels, sample_index, num_samples)
         return outputs, sums, counts
 
     def _normalise_like_trainer(self, total, count, num_items_in_batch):
