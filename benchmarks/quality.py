@@ -18,7 +18,10 @@ would (no training code of its own here):
 
 Arms (same data, same number of optimizer steps; an arm and its control share
 initialisation and data order until the arm's first plan applies, which the
-benchmark checks and reports):
+benchmark checks and reports). Every mining arm keeps hardmine's default
+trigger, so it fires at the same epoch in every arm of a seed (the runs are
+identical until then); ``--mine-from N`` forces every arm to mine from epoch N
+instead:
 
 * ``uniform``: the control, mining enabled with a trigger that never fires
   (hardmine's sampler keeps the stock Trainer order until a plan exists, so
@@ -26,19 +29,16 @@ benchmark checks and reports):
 * ``placebo``: mining starts but selects nothing (threshold above any loss):
   the data order changes from the first plan on, no sample gains weight; the
   spread a different order alone gives a paired difference;
-* ``defaults``: hardmine's defaults, the trigger forced to fire at
-  ``--mine-from`` so that every mining arm changes the run at the same epoch;
+* ``defaults``: hardmine's defaults, nothing changed;
 * ``original``: the first rule (EMA, top-k 10%, weight 3, no guard, no
   progress correction, aggregated from epoch 0);
 * ``guard_off`` / ``correction_off``: the defaults less one part;
-* ``improvement_guard``: the defaults with the guard rule ``improvement``
-  (judged afresh every epoch; the default before these measurements);
+* ``sticky_guard`` / ``improvement_guard``: the defaults with the earlier
+  guard rules (``sticky``: the own loss must fall 10% over 2 epochs, and a
+  failure excludes for good; ``improvement``: the same test judged afresh
+  every epoch);
 * ``weight2``: the defaults with hard weight 2 instead of 3 (fewer slots taken
-  from the rest of the data);
-* ``sticky_guard`` / ``sticky_weight2``: the guard rule ``sticky`` (a sample
-  that once failed the guard stays excluded), with weight 3 / 2: how the rule
-  was measured while ``improvement`` was the default (not in the full plan
-  now that ``sticky`` is the default: they equal ``defaults`` / ``weight2``).
+  from the rest of the data).
 
 Each arm's settings are recorded in the JSON (``setup.arm_settings``), so a
 page built later knows what ``defaults`` meant when the runs were made.
@@ -78,8 +78,8 @@ REPO = Path(__file__).resolve().parents[1]
 NEVER = 10_000  # a start epoch no run reaches: the control's trigger never fires
 FORCE_DELTA = 1e6  # "improved by less than 10^6 relative" always holds: fire at start_epoch
 ARMS = (
-    "uniform", "placebo", "defaults", "improvement_guard", "original", "guard_off", "correction_off", "weight2",
-    "sticky_guard", "sticky_weight2",
+    "uniform", "placebo", "defaults", "sticky_guard", "improvement_guard", "original", "guard_off", "correction_off",
+    "weight2",
 )
 CONDITIONS = ("clean", "noisy")
 NOISE_SHARE = 0.1
@@ -129,9 +129,18 @@ FULL_PLAN = {
 
 
 # ------------------------------------------------------------------ arms
-def arm_section(arm: str, *, mine_from: int, train_size: int) -> dict[str, Any]:
-    """One arm's ``custom.hard_sample_mining`` section: what differs from hardmine's defaults."""
-    forced = {"start_epoch": mine_from, "plateau_delta": FORCE_DELTA}
+def arm_section(arm: str, *, mine_from: int | None, train_size: int) -> dict[str, Any]:
+    """One arm's ``custom.hard_sample_mining`` section: what differs from hardmine's defaults.
+
+    ``mine_from``: None, every mining arm keeps hardmine's default trigger
+    (the runs of one seed are identical until the first plan, so the trigger
+    fires at the same epoch in every arm of a seed); a number forces every
+    mining arm to mine first at the end of that epoch.
+    """
+    from hardmine.core import MiningSettings
+
+    forced = {} if mine_from is None else {"start_epoch": mine_from, "plateau_delta": FORCE_DELTA}
+    start = MiningSettings().start_epoch if mine_from is None else mine_from
     sections = {
         "uniform": {"start_epoch": NEVER},
         # A plan that marks nothing: the order leaves the stock order when mining
@@ -143,22 +152,21 @@ def arm_section(arm: str, *, mine_from: int, train_size: int) -> dict[str, Any]:
             "selector": {"mode": "top_k", "k": math.ceil(0.1 * train_size), "value": None},
             "noise_guard": {"enabled": False},
             # EMA from epoch 0 on, raw losses: the first rule kept everything.
-            "aggregation": {"mode": "ema", "progress_correction": False, "history_epochs": mine_from},
+            "aggregation": {"mode": "ema", "progress_correction": False, "history_epochs": start},
             "hard_weight": 3.0,
         },
         "guard_off": {**forced, "noise_guard": {"enabled": False}},
         "correction_off": {**forced, "aggregation": {"progress_correction": False}},
         "improvement_guard": {**forced, "noise_guard": {"rule": "improvement"}},
-        "weight2": {**forced, "hard_weight": 2.0},
         "sticky_guard": {**forced, "noise_guard": {"rule": "sticky"}},
-        "sticky_weight2": {**forced, "noise_guard": {"rule": "sticky"}, "hard_weight": 2.0},
+        "weight2": {**forced, "hard_weight": 2.0},
     }
     if arm not in sections:
         raise ValueError(f"unknown arm {arm!r}; expected one of {ARMS}")
     return sections[arm]
 
 
-def arm_settings(arm: str, *, mine_from: int, train_size: int):
+def arm_settings(arm: str, *, mine_from: int | None, train_size: int):
     """The MiningSettings of one arm (the library's own class, nothing reimplemented)."""
     from hardmine.core import MiningSettings
 
@@ -312,7 +320,12 @@ def pad_batch(features, pad_id: int):
     }
 
 
-def run_text(size: TextSize, data: dict, *, condition: str, seed: int, arm: str, mine_from: int, out_dir: Path) -> dict:
+def run_text(
+    size: TextSize, data: dict, *, condition: str, seed: int, arm: str, mine_from: int | None, out_dir: Path,
+    settings=None, observer: Callable | None = None,
+) -> dict:
+    """One text run. ``settings`` replaces the arm's MiningSettings; ``observer(ids, losses, epoch=, steps=)``
+    sees every observation the mining engine is given (rank 0), as the engine sees it."""
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
     from hardmine.models import load_model_and_processor
@@ -345,12 +358,21 @@ def run_text(size: TextSize, data: dict, *, condition: str, seed: int, arm: str,
         learning_rate=size.lr, logging_steps=10_000, report_to=[], disable_tqdm=True, seed=seed,
         save_strategy="no", dataloader_pin_memory=False, use_cpu=True,
     )
-    settings = arm_settings(arm, mine_from=mine_from, train_size=len(train))
+    if settings is None:
+        settings = arm_settings(arm, mine_from=mine_from, train_size=len(train))
     evaluation = EpochEval()
     trainer = MinedTrainer(
         model=model, args=args, callbacks=[evaluation],
         **mining_kwargs(train, lambda f: pad_batch(f, pad_id), args=args, settings=settings),
     )
+    if observer is not None:
+        engine_observe = trainer.mining.miner.observe
+
+        def observe(ids, losses, *, epoch, steps):
+            observer(ids, losses, epoch=epoch, steps=steps)
+            engine_observe(ids, losses, epoch=epoch, steps=steps)
+
+        trainer.mining.miner.observe = observe
     trainer.train()
     return {
         "epochs": evaluation.rows,
@@ -398,7 +420,7 @@ def wrong_description(desc: str, rng: np.random.Generator) -> str:
     return f"{colours[int(rng.integers(len(colours)))]} {shapes[int(rng.integers(len(shapes)))]}"
 
 
-def run_vl(size: VLSize, data: dict, *, condition: str, seed: int, arm: str, mine_from: int, out_dir: Path) -> dict:
+def run_vl(size: VLSize, data: dict, *, condition: str, seed: int, arm: str, mine_from: int | None, out_dir: Path) -> dict:
     import yaml
 
     from hardmine.config import load_config
@@ -559,7 +581,7 @@ def run_suite(opts) -> dict:
     return report
 
 
-def recorded_arm_settings(plan: dict, sizes: dict, mine_from: int) -> dict:
+def recorded_arm_settings(plan: dict, sizes: dict, mine_from: int | None) -> dict:
     """Each arm's MiningSettings as run, per task: what "defaults" meant at this commit."""
     return {
         task: {arm: dataclasses.asdict(arm_settings(arm, mine_from=mine_from, train_size=sizes[task].train)) for arm in arms}
@@ -625,7 +647,7 @@ METRICS = [(s, m) for m in ("loss", "token_acc", "exact", "desc_acc") for s in (
 LOWER_IS_BETTER = {"loss"}
 
 
-def summarize(runs: list[dict], mine_from: int) -> dict:
+def summarize(runs: list[dict], mine_from: int | None) -> dict:
     """Per task, condition and arm: final metrics over seeds and paired differences to uniform."""
     summary: dict[str, Any] = {}
     for (task, condition), group in sorted(_group(runs, "task", "condition").items()):
@@ -714,7 +736,7 @@ def guard_summary(arm_runs: list[dict]) -> dict:
     return {str(e): {k: float(np.mean(v)) for k, v in slot.items()} for e, slot in sorted(by_epoch.items())}
 
 
-def trigger_summary(controls: dict[int, dict], mine_from: int) -> dict:
+def trigger_summary(controls: dict[int, dict], mine_from: int | None) -> dict:
     """When plateau triggers would fire on the control runs (exact: runs match until mining starts)."""
     from hardmine.core import MiningSettings
 
@@ -787,14 +809,16 @@ def parse_args(argv=None):
     ap.add_argument("--arms", nargs="+", default=None, choices=ARMS)
     ap.add_argument("--conditions", nargs="+", default=None, choices=CONDITIONS)
     ap.add_argument("--seeds", nargs="+", type=int, default=None)
-    ap.add_argument("--mine-from", type=int, default=None, help="the epoch at whose end every mining arm first mines")
+    ap.add_argument("--mine-from", type=int, default=None,
+                    help="force every mining arm to mine first at the end of this epoch (default: hardmine's trigger; quick: 1)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     ap.add_argument("--work", default="/tmp/hardmine-quality", help="corpora, runs and dumps")
     ap.add_argument("--resummarize", action="store_true", help="recompute the summary of <out>/quality.json from its runs; train nothing")
     opts = ap.parse_args(argv)
     opts.tasks = opts.tasks or ["text", "vl"]
     opts.conditions = opts.conditions or list(CONDITIONS)
-    opts.mine_from = opts.mine_from if opts.mine_from is not None else (1 if opts.quick else 2)
+    if opts.quick and opts.mine_from is None:
+        opts.mine_from = 1  # 3 quick epochs: the default trigger would first mine in the last one
     opts.plan = {}
     for task in opts.tasks:
         seeds, arms = ([0], ["uniform", "defaults"]) if opts.quick else FULL_PLAN[task]

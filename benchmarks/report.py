@@ -789,7 +789,66 @@ def overhead_section(overheads: list[dict], images: Path) -> list[str]:
     return L
 
 
-def build_page(report: dict, docs: Path, overheads: list[dict] | None = None) -> str:
+def load_signals(results: Path) -> dict | None:
+    path = results / "signals.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+SIGNAL_RULE_NOTES = {
+    "none": "no guard",
+    "improvement": "own raw loss must fall 10% over 2 epochs (rules `improvement`/`sticky` at their first selection)",
+    "start_level": "mean raw loss of the last 2 epochs below the median of epoch 0",
+    "start_level_window1": "`start_level` judged on the last epoch alone",
+}
+
+
+def signals_section(signals: dict | None) -> list[str]:
+    """The guard-rule replay of benchmarks/signals.py: what each rule lets into the first plan."""
+    if not signals:
+        return []
+    meta, summary, setup = signals["meta"], signals["summary"], signals["setup"]
+    L = [
+        "## Noise-guard rules on real losses (`benchmarks/signals.py`)",
+        "",
+        f"Run {meta.get('started_at', meta['timestamp'])} at commit `{(meta.get('commit') or 'unknown')[:12]}`"
+        + (" with uncommitted changes" if meta.get("dirty") else "")
+        + f", {signals['mode']} mode, seeds {setup['seeds']}, text task, {signals['wall_s'] / 60:.1f} min.",
+        "Until its first plan a mining run is its uniform control, so each guard's first plan is replayed exactly "
+        "(hardmine's own engine on the control's recorded losses; a test checks the replay against a real run). "
+        "Shares are means over seeds, with the worst seed in brackets.",
+        "",
+    ]
+    rows = []
+    for epoch in setup["select_at"]:
+        noisy, clean = summary.get(f"noisy/{epoch}", {}), summary.get(f"clean/{epoch}", {})
+        for rule in setup["rules"]:
+            n, c = noisy.get(rule, {}), clean.get(rule, {})
+            def share(d, key, worst="max"):
+                return f"{pct(d[key]['mean'], 0, sign=False)} ({pct(d[key][worst], 0, sign=False)})" if key in d else "–"
+            rows.append([
+                str(epoch), f"`{rule}`", share(n, "corrupted_share"), share(n, "corrupted_excluded", "min"),
+                share(c, "hard_share", "min"), share(c, "clean_hard_excluded"),
+            ])
+    L += table(
+        ["first plan at end of epoch", "guard", "noisy: wrong labels in the mined set", "noisy: wrong labels excluded",
+         "clean: hard slice in the mined set", "clean: hard samples excluded"],
+        rows,
+    )
+    L += ["", "Rules: " + "; ".join(f"`{k}`: {v}" for k, v in SIGNAL_RULE_NOTES.items() if k in setup["rules"]) + ".", ""]
+    L += [f"Base rates: wrong labels {pct(setup['noise_share'], 0, sign=False)} of the target (noisy condition), "
+          f"hard slice {pct(setup['size']['hard_share'], 0, sign=False)}.", ""]
+    auc_rows = []
+    for epoch in setup["select_at"]:
+        for signal, v in summary.get(f"auc/{epoch}", {}).items():
+            auc_rows.append([str(epoch), signal, f"{v['mean']:.2f} ({v['min']:.2f})"])
+    if auc_rows:
+        L += ["How well single signals rank hard clean samples as more learnable than wrong labels "
+              "(AUC: 1 = always, 0.5 = chance; worst seed in brackets):", ""]
+        L += table(["at end of epoch", "signal", "AUC"], auc_rows) + [""]
+    return L
+
+
+def build_page(report: dict, docs: Path, overheads: list[dict] | None = None, signals: dict | None = None) -> str:
     meta = report["meta"]
     images = docs / "benchmarks"
     images.mkdir(parents=True, exist_ok=True)
@@ -883,6 +942,7 @@ def build_page(report: dict, docs: Path, overheads: list[dict] | None = None) ->
                 L += table(["goal", "result", "measured"], [[g, verdict(ok), m] for g, ok, m in checks])
                 L += [""]
     L += ["## Mined sets", "", "![mined shares](benchmarks/mined_shares.png)", ""]
+    L += signals_section(signals)
     L += overhead_section(overheads or [], images)
     failing = [t for t in tasks if not all(ok for _, ok, _ in calibration_checks(report, t))]
     calibration = (f"Tasks whose control fails a calibration check (weak evidence): {', '.join(f'`{t}`' for t in failing)}."
@@ -899,7 +959,7 @@ def main(argv=None) -> int:
     results, docs = Path(opts.results), Path(opts.docs)
     report = json.loads((results / "quality.json").read_text(encoding="utf-8"))
     docs.mkdir(parents=True, exist_ok=True)
-    page = build_page(report, docs, load_overhead(results))
+    page = build_page(report, docs, load_overhead(results), load_signals(results))
     (docs / "benchmarks.md").write_text(page, encoding="utf-8")
     print(f"wrote {docs / 'benchmarks.md'}")
     return 0

@@ -35,7 +35,8 @@ def test_sticky_excludes_an_earlier_failure_even_when_it_now_improves():
     history = np.array([[2.0, 2.0, 2.0], [1.0, 1.5, 1.95], [0.5, 1.0, 1.9]])
     bits = np.zeros(3, np.uint16)
     guard = GuardSettings(rule="sticky")
-    ok, counts, now = judge_guard(history, bits, guard, np.array([True, False, False]))
+    verdict = judge_guard(history, bits, guard, np.array([True, False, False]))
+    ok, counts, now = verdict.eligible, verdict.counts, verdict.flagged
     assert ok.tolist() == [False, True, False]
     assert counts["flagged_earlier"] == 1 and counts["not_improving"] == 1
     assert now.tolist() == [True, False, True]  # earlier flags kept, today's failure added

@@ -36,9 +36,11 @@ breaks selection ties)::
 ``meta`` (a JSON string in the array ``meta``) holds the format, epoch, scale,
 selector mode and params, guard settings, datasets and names of rules and
 slices. Rules, in bit order: ``unobserved`` (no observation entered the
-aggregate), then the guard's ``insufficient_history``, ``not_improving``,
-``hard_streak`` and ``flagged_earlier`` (guard rule ``sticky``; see
-:mod:`hardmine.core.selection`); an unobserved sample carries only its first
+aggregate), then the guard's ``insufficient_history``, ``not_improving``
+(rules ``improvement`` and ``sticky``), ``hard_streak``, ``flagged_earlier``
+(rule ``sticky``) and ``at_start_level`` (rule ``start_level``; meta
+``start_levels`` holds each dataset's level); see
+:mod:`hardmine.core.selection`. An unobserved sample carries only its first
 bit, as the guard never judges it.
 """
 
@@ -56,10 +58,10 @@ import numpy as np
 
 from .files import write_atomically
 from .identity import dataset_key, sample_ids
-from .selection import GuardSettings, Selection, SelectorSettings, apply_selector, guard_mask, raw_improvement, streak_reached
+from .selection import GuardSettings, GuardVerdict, Selection, SelectorSettings, apply_selector, judge_guard
 
 POPULATION_FORMAT = "hardmine.population/1"
-EXCLUSION_RULES = ("unobserved", "insufficient_history", "not_improving", "hard_streak", "flagged_earlier")
+EXCLUSION_RULES = ("unobserved", "insufficient_history", "not_improving", "hard_streak", "flagged_earlier", "at_start_level")
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 HISTOGRAM_BINS = 40
 
@@ -173,22 +175,12 @@ class Population:
         return (self.columns["excluded"] & np.uint8(1 << EXCLUSION_RULES.index(rule))) != 0
 
 
-def _rule_bits(count, history, hard_bits, guard: GuardSettings, earlier) -> np.ndarray:
-    """Exclusion bits per sample, judged as :func:`hardmine.core.selection.guard_mask` judges."""
+def _rule_bits(count: np.ndarray, verdict: GuardVerdict, observed: np.ndarray) -> np.ndarray:
+    """Exclusion bits per sample: ``unobserved``, then the guard's own masks over the observed."""
     bits = np.zeros(count.size, np.uint8)
-    unobserved = count == 0
-    bits[unobserved] |= np.uint8(1 << EXCLUSION_RULES.index("unobserved"))
-    if guard.enabled:
-        improvement, judgeable = raw_improvement(np.asarray(history)[-(guard.window + 1) :])
-        rules = {
-            "insufficient_history": ~judgeable,
-            "not_improving": judgeable & (improvement < guard.min_improvement),
-            "hard_streak": streak_reached(np.asarray(hard_bits), guard.max_hard_streak),
-        }
-        if getattr(guard, "rule", None) == "sticky" and earlier is not None:
-            rules["flagged_earlier"] = np.asarray(earlier, bool)
-        for rule, mask in rules.items():
-            bits[mask & ~unobserved] |= np.uint8(1 << EXCLUSION_RULES.index(rule))
+    bits[count == 0] |= np.uint8(1 << EXCLUSION_RULES.index("unobserved"))
+    for rule, mask in verdict.masks.items():
+        bits[observed[mask]] |= np.uint8(1 << EXCLUSION_RULES.index(rule))
     return bits
 
 
@@ -204,11 +196,12 @@ def population_table(
     """The population behind ``selection``; call before the tracker closes ``epoch``.
 
     ``flagged``: the guard's memory the selection was given (rule ``sticky``).
-    Eligibility comes from :func:`guard_mask` itself, the function the
-    selection used; the rule bits say why each other sample was left out.
+    Eligibility and the rule bits come from :func:`judge_guard`, the function
+    the selection used: the bits say why each other sample was left out.
     """
     names = sorted(datasets, key=dataset_key)  # sample-id order, as select_hard lays candidates out
     parts: list[dict[str, np.ndarray]] = []
+    start_levels: dict[str, float | None] = {}
     scale = 1.0
     for d, name in enumerate(names):
         view = tracker.view(name, epoch)
@@ -218,11 +211,9 @@ def population_table(
         eligible = np.zeros(n, bool)
         earlier = None if not flagged or name not in flagged else np.asarray(flagged[name], bool)
         history, bits = view.history[:, observed], view.hard_bits[observed]
-        if earlier is None:
-            ok, _ = guard_mask(history, bits, guard)
-        else:
-            ok, _ = guard_mask(history, bits, guard, earlier[observed])
-        eligible[observed[ok]] = True
+        verdict = judge_guard(history, bits, guard, None if earlier is None else earlier[observed], view.start_level)
+        eligible[observed[verdict.eligible]] = True
+        start_levels[name] = finite_or_none(view.start_level)
         hard = np.zeros(n, bool)
         hard[selection.datasets.get(name, np.empty(0, np.int64))] = True
         base = np.arange(n, dtype=np.int64)
@@ -237,7 +228,7 @@ def population_table(
                 "corrected": corrected,
                 # NaN where no observation was aggregated: a 0 there would read as "easy".
                 "loss": np.where(view.count > 0, corrected * np.float32(scale), np.float32(np.nan)).astype(np.float32),
-                "excluded": _rule_bits(view.count, view.history, view.hard_bits, guard, earlier),
+                "excluded": _rule_bits(view.count, verdict, observed),
                 "eligible": eligible,
                 "hard": hard,
                 "slice": np.full(n, -1, np.int16),
@@ -250,6 +241,7 @@ def population_table(
         "scale": float(scale),
         "selector": {"mode": selector.mode, "params": selector.params()},
         "guard": asdict(guard),
+        "start_levels": start_levels,
         "datasets": names,
         "rules": list(EXCLUSION_RULES),
         "slices": [],

@@ -101,6 +101,9 @@ class TrackedView:
     last: np.ndarray
     hard_bits: np.ndarray
     history: np.ndarray  # (slots, n) raw per-epoch losses, oldest epoch first, float16
+    # Median raw loss of the dataset's first observed epoch (NaN: none observed yet):
+    # what the young model made of a typical sample (the guard's rule start_level).
+    start_level: float = math.nan
 
     @property
     def aggregate(self) -> np.ndarray:
@@ -136,6 +139,7 @@ class LossTracker:
         self.hard_bits = np.zeros(n, np.uint16)
         self.history = np.full((self.settings.history_slots, n), np.nan, np.float16)
         self.history_epochs = np.full(self.settings.history_slots, -1, np.int64)  # epoch held by each row
+        self.start_levels = np.full(len(self.names), np.nan)  # per dataset, see TrackedView.start_level
         self._reset_scalars()
 
     def _reset_scalars(self) -> None:
@@ -410,6 +414,8 @@ class LossTracker:
         epoch = int(epoch)
         if epoch <= self.closed_epoch:
             raise ValueError(f"epoch {epoch} closed twice or out of order (last closed: {self.closed_epoch})")
+        for i in np.flatnonzero(np.isnan(self.start_levels)):
+            self.start_levels[i] = self._epoch_median(int(i), epoch)
         self.hard_bits <<= np.uint16(1)
         for name, base_idx in (hard or {}).items():
             lo, hi = self._range(name)
@@ -418,6 +424,15 @@ class LossTracker:
                 raise ValueError(f"hard base_idx out of range for dataset {name!r} of size {hi - lo}")
             self.hard_bits[lo + base] |= np.uint16(1)
         self.closed_epoch = epoch
+
+    def _epoch_median(self, i: int, epoch: int) -> float:
+        """Median raw loss of dataset ``i``'s samples seen in ``epoch`` (NaN: none, or not held)."""
+        j = epoch % self.settings.history_slots
+        if self.history_epochs[j] != epoch:
+            return math.nan
+        row = self.history[j, self.offsets[i] : self.offsets[i + 1]]
+        seen = row[np.isfinite(row)]
+        return float(np.median(seen.astype(np.float32))) if seen.size else math.nan
 
     # ----------------------------------------------------------------- views
     def _range(self, name: str) -> tuple[int, int]:
@@ -448,7 +463,14 @@ class LossTracker:
             last=self.last[lo:hi],
             hard_bits=self.hard_bits[lo:hi],
             history=np.stack(rows),
+            start_level=self._start_level(name, epoch),
         )
+
+    def _start_level(self, name: str, epoch: int) -> float:
+        """The dataset's start level; in its first observed epoch, that epoch's median so far."""
+        i = self.names.index(name)
+        known = float(self.start_levels[i])
+        return known if not math.isnan(known) else self._epoch_median(i, epoch)
 
     @property
     def nbytes(self) -> int:
@@ -461,7 +483,7 @@ class LossTracker:
     def state_dict(self) -> dict[str, Any]:
         self.flush()
         state = {
-            "format": 1,
+            "format": 2,
             "settings": asdict(self.settings),
             "datasets": {n: int(s) for n, s in zip(self.names, self.sizes)},
             "count": self.count.copy(),
@@ -471,6 +493,7 @@ class LossTracker:
             "hard_bits": self.hard_bits.copy(),
             "history": self.history.copy(),
             "history_epochs": self.history_epochs.copy(),
+            "start_levels": self.start_levels.copy(),
             "pending_flat": np.concatenate([c[0] for c in self._pending]) if self._pending else np.empty(0, np.int64),
             "pending_pair": np.concatenate([c[1] for c in self._pending]) if self._pending else np.empty((0, 2), np.float32),
             "pending_epoch": self._pending_epoch,
@@ -486,8 +509,11 @@ class LossTracker:
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        if state.get("format") != 1:
-            raise ValueError(f"unsupported tracker state format {state.get('format')!r}; expected 1")
+        if state.get("format") != 2:
+            raise ValueError(
+                f"unsupported tracker state format {state.get('format')!r}; expected 2 "
+                "(format 1 was written by a hardmine without the guard's start level)"
+            )
         if dict(state["datasets"]) != {n: int(s) for n, s in zip(self.names, self.sizes)}:
             raise ValueError(
                 f"tracker state holds datasets {dict(state['datasets'])}, "
@@ -500,7 +526,7 @@ class LossTracker:
         self._pending = [(flat, pair)] if flat.size else []
         self._pending_size = int(flat.size)
         self._pending_epoch = state["pending_epoch"]
-        for name in ("count", "mean", "last", "hard_bits", "history", "history_epochs"):
+        for name in ("count", "mean", "last", "hard_bits", "history", "history_epochs", "start_levels"):
             current = getattr(self, name)
             loaded = np.asarray(state[name], dtype=current.dtype)
             if loaded.shape != current.shape:

@@ -15,8 +15,8 @@ import numpy as np
 from ..core.audit import quantiles
 from .run import Run
 
-GUARD_RULES = ("insufficient_history", "not_improving", "hard_streak", "flagged_earlier")
-_SHORT_RULE = {"insufficient_history": "history", "not_improving": "flat", "hard_streak": "streak", "flagged_earlier": "flagged"}
+GUARD_RULES = ("insufficient_history", "at_start_level", "not_improving", "hard_streak", "flagged_earlier")
+_SHORT_RULE = {"insufficient_history": "history", "at_start_level": "start", "not_improving": "flat", "hard_streak": "streak", "flagged_earlier": "flagged"}
 
 
 # ------------------------------------------------------------------ epochs
@@ -249,7 +249,8 @@ def format_report(report: dict[str, Any], top: int = 10, epoch: int | None = Non
         return "\n".join(lines)
     lines.append("")
     lines.append("churn: Jaccard distance between this plan's hard set and the previous plan's (1 = all new)")
-    lines.append("excluded: history = seen in too few epochs to judge, flat = loss not improving (likely noise),")
+    lines.append("excluded: history = seen in too few epochs to judge, start = loss still at the first epoch's median")
+    lines.append("          (rule start_level; likely a wrong label), flat = loss not improving (rules improvement, sticky),")
     lines.append("          streak = hard in too many plans in a row, flagged = flat at an earlier epoch (rule sticky)")
     for e in active:
         if e["slices"]:

@@ -1,0 +1,242 @@
+"""Which noise-guard rule tells wrong labels from hard samples? Replayed on real training losses.
+
+    python benchmarks/signals.py                  # 5 seeds, clean and noisy (~4 min on one core)
+    python benchmarks/signals.py --quick          # 1 seed, tiny sizes (~20 s)
+
+The guard decides what the first plan may mark, before mining changes
+anything: until then a mining run *is* its uniform control. So each rule can
+be judged exactly, and cheaply, on the control alone: this script trains the
+uniform text task of ``benchmarks/quality.py`` (clean, and with 10% of the
+target labels wrong), records every per-sample loss the mining engine is given,
+and replays hardmine's own engine (``HardSampleMiner``, forced to select at the
+end of epoch ``e``) with each candidate guard on the recorded losses. For each
+rule and epoch it reports the mined set's share of wrong labels and of the hard
+slice, and which share of each group the guard excluded.
+
+It also scores single per-sample signals by how well they rank hard clean
+samples above wrong labels (AUC, 0.5 = chance): a sample's loss trend over
+the epochs seen so far against its loss level, which is what the
+``start_level`` rule rests on.
+
+Writes ``<out>/signals.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import quality  # noqa: E402  (the tasks and provenance are the quality benchmark's own)
+
+#: Candidate guards (``noise_guard`` sections), replayed as hardmine runs them.
+RULES: dict[str, dict[str, Any]] = {
+    "none": {"enabled": False},
+    "improvement": {"rule": "improvement"},
+    "start_level": {"rule": "start_level"},
+    "start_level_window1": {"rule": "start_level", "window": 1},
+}
+SELECT_AT = (2, 3, 4)
+
+
+# ------------------------------------------------------------------ recording
+@dataclasses.dataclass
+class Recording:
+    """Every observation the mining engine was given in one uniform run."""
+
+    base_idx: np.ndarray
+    loss: np.ndarray
+    epoch: np.ndarray
+    step: np.ndarray
+    hard: np.ndarray  # per base_idx
+    corrupted: np.ndarray  # per base_idx, bool
+
+    def raw_matrix(self) -> np.ndarray:
+        """(epochs, samples) raw loss, one observation per sample and epoch."""
+        out = np.full((int(self.epoch.max()) + 1, self.hard.size), np.nan)
+        out[self.epoch, self.base_idx] = self.loss
+        return out
+
+
+def record_uniform(size, data: dict, *, condition: str, seed: int, work: Path) -> Recording:
+    parts: list[tuple[np.ndarray, ...]] = []
+
+    def observer(ids, losses, *, epoch, steps):
+        ids = np.asarray(ids, np.int64)
+        parts.append((ids.copy(), np.asarray(losses, np.float32).copy(), np.full(ids.size, epoch), np.asarray(steps).copy()))
+
+    quality.run_text(
+        size, data, condition=condition, seed=seed, arm="uniform", mine_from=2,
+        out_dir=work / f"seed{seed}" / condition, observer=observer,
+    )
+    from hardmine.core.identity import split_sample_ids
+
+    ids, loss, epoch, step = (np.concatenate(c) for c in zip(*parts))
+    _, base = split_sample_ids(ids)  # one dataset: the base index is the identity
+    corrupted = np.zeros(size.train, bool)
+    if condition == "noisy":
+        corrupted[data["corrupted"]] = True
+    return Recording(base, loss, epoch, step, np.asarray(data["train_hard"], bool), corrupted)
+
+
+# ------------------------------------------------------------------ replay
+def replay_first_plan(rec: Recording, guard: dict, select_at: int, name: str) -> dict[str, Any]:
+    """The first plan hardmine's engine makes at the end of ``select_at`` with this guard, on these losses."""
+    from hardmine.core import HardSampleMiner, MiningSettings, sample_ids
+
+    settings = MiningSettings(start_epoch=select_at, plateau_delta=quality.FORCE_DELTA, noise_guard=guard)
+    miner = HardSampleMiner({name: rec.hard.size}, [name], settings)
+    for epoch in range(select_at + 1):
+        at = rec.epoch == epoch
+        miner.observe(sample_ids(name, rec.base_idx[at]), rec.loss[at], epoch=epoch, steps=rec.step[at])
+        report = miner.end_epoch(epoch, population=epoch == select_at)
+    mined = report.plan.base_idx[name]
+    clean_hard = rec.hard & ~rec.corrupted
+    row = {
+        "mined": sorted(int(i) for i in mined),
+        "num_mined": int(mined.size),
+        "eligible": int(report.selection.eligible),
+        "hard_share": float(rec.hard[mined].mean()) if mined.size else None,
+        "corrupted_share": float(rec.corrupted[mined].mean()) if mined.size and rec.corrupted.any() else None,
+        "excluded_by_rule": dict(report.selection.excluded),
+    }
+    # The engine's own audit table: which samples the guard let through.
+    excluded = ~np.asarray(report.population.columns["eligible"], bool)
+    row["clean_hard_excluded"] = float(excluded[clean_hard].mean())
+    row["corrupted_excluded"] = float(excluded[rec.corrupted].mean()) if rec.corrupted.any() else None
+    return row
+
+
+# ------------------------------------------------------------------ single signals
+def auc(positive: np.ndarray, negative: np.ndarray) -> float | None:
+    """P(a positive scores above a negative), ties counted half."""
+    if not positive.size or not negative.size:
+        return None
+    scores = np.concatenate([positive, negative])
+    order = scores.argsort(kind="stable")
+    ranks = np.empty(scores.size)
+    ranks[order] = np.arange(1, scores.size + 1)
+    for value in np.unique(scores):  # average ranks of ties
+        tie = scores == value
+        ranks[tie] = ranks[tie].mean()
+    return float((ranks[: positive.size].sum() - positive.size * (positive.size + 1) / 2) / (positive.size * negative.size))
+
+
+def trend(raw: np.ndarray, first: int, last: int) -> np.ndarray:
+    """Per sample, the least-squares slope of log raw loss over epochs ``first..last`` (negative: falling)."""
+    x = np.arange(first, last + 1, dtype=float)
+    x -= x.mean()
+    y = np.log(raw[first : last + 1])
+    return (x[:, None] * (y - y.mean(0))).sum(0) / (x**2).sum()
+
+
+def signal_aucs(rec: Recording, select_at: int) -> dict[str, float | None]:
+    """How well each signal ranks hard clean samples as more learnable than wrong labels."""
+    raw = rec.raw_matrix()
+    clean_hard = rec.hard & ~rec.corrupted
+    window = raw[select_at - 1 : select_at + 1].mean(0)
+    signals = {
+        # higher = looks more learnable
+        "fall over the last 2 epochs": (raw[select_at - 2] - raw[select_at]) / raw[select_at - 2],
+        "fall over the last epoch": (raw[select_at - 1] - raw[select_at]) / raw[select_at - 1],
+        "trend since epoch 0": -trend(raw, 0, select_at),
+        "loss level (last 2 epochs)": -window,
+    }
+    return {k: auc(v[clean_hard], v[rec.corrupted]) for k, v in signals.items()}
+
+
+# ------------------------------------------------------------------ suite
+def run(opts) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(1)
+    size = quality.QUICK["text"] if opts.quick else quality.TextSize()
+    select_at = [e for e in SELECT_AT if e < size.epochs]
+    work = Path(opts.work)
+    meta = quality.machine_meta()
+    started = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    for seed in opts.seeds:
+        data = quality.make_text_data(size, seed)
+        for condition in quality.CONDITIONS:
+            rec = record_uniform(size, data, condition=condition, seed=seed, work=work)
+            for epoch in select_at:
+                row: dict[str, Any] = {"seed": seed, "condition": condition, "select_at": epoch, "rules": {}}
+                for rule, guard in RULES.items():
+                    row["rules"][rule] = replay_first_plan(rec, guard, epoch, "text")
+                if condition == "noisy":
+                    row["signal_auc"] = signal_aucs(rec, epoch)
+                rows.append(row)
+            print(f"seed {seed} {condition}: recorded and replayed", flush=True)
+    return {
+        "benchmark": "hardmine.signals/1",
+        "mode": "quick" if opts.quick else "full",
+        "meta": meta,
+        "setup": {
+            "task": "text", "size": dataclasses.asdict(size), "seeds": list(opts.seeds), "select_at": select_at,
+            "rules": RULES, "noise_share": quality.NOISE_SHARE,
+        },
+        "wall_s": round(time.perf_counter() - started, 1),
+        "rows": rows,
+        "summary": summarize(rows),
+    }
+
+
+def summarize(rows: list[dict]) -> dict[str, Any]:
+    """Means (and worst seed) over seeds, per condition, selection epoch and rule."""
+    out: dict[str, Any] = {}
+    for row in rows:
+        key = f"{row['condition']}/{row['select_at']}"
+        for rule, r in row["rules"].items():
+            slot = out.setdefault(key, {}).setdefault(rule, {})
+            for k in ("num_mined", "hard_share", "corrupted_share", "clean_hard_excluded", "corrupted_excluded"):
+                if r[k] is not None:
+                    slot.setdefault(k, []).append(r[k])
+        for signal, value in row.get("signal_auc", {}).items():
+            if value is not None:
+                out.setdefault(f"auc/{row['select_at']}", {}).setdefault(signal, []).append(value)
+    return {
+        key: {
+            name: (
+                {"mean": float(np.mean(v)), "min": float(np.min(v)), "max": float(np.max(v))}
+                if isinstance(v, list) else {m: {"mean": float(np.mean(x)), "min": float(np.min(x)), "max": float(np.max(x))} for m, x in v.items()}
+            )
+            for name, v in group.items()
+        }
+        for key, group in out.items()
+    }
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="one seed, tiny sizes")
+    ap.add_argument("--seeds", nargs="+", type=int, default=None)
+    ap.add_argument("--out", default=str(quality.REPO / "benchmarks" / "results"))
+    ap.add_argument("--work", default="/tmp/hardmine-signals")
+    opts = ap.parse_args(argv)
+    opts.seeds = opts.seeds if opts.seeds is not None else ([0] if opts.quick else [0, 1, 2, 3, 4])
+    return opts
+
+
+def main(argv=None) -> int:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    opts = parse_args(argv)
+    report = run(opts)
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "signals.json"
+    path.write_text(json.dumps(report, indent=1, default=quality._json_default) + "\n", encoding="utf-8")
+    print(f"wrote {path} ({report['wall_s']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
