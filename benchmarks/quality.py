@@ -3,6 +3,8 @@
     python benchmarks/quality.py                      # the full suite (~45 min on one core)
     python benchmarks/quality.py --quick              # the pipeline on tiny sizes (~20 s)
     python benchmarks/quality.py --resummarize        # recompute the summary of the JSON
+    python benchmarks/quality.py --tasks text --out A & python benchmarks/quality.py --tasks vl --out B
+    python benchmarks/quality.py --merge A B          # one core each; then one report in --out
     python benchmarks/quality.py --tasks text --seeds 0 1 2
 
 Two tasks, each with a harder minority slice, trained with hardmine as a user
@@ -121,10 +123,14 @@ QUICK = {
 # Seeds and arms of the full suite per task. The VL task costs ~6x the text
 # task a run, so it runs the arms that answer issue 8's main questions (the
 # defaults, the previous guard rule, the original rule's harm, the order-only
-# placebo) on 3 seeds; the ablations run on the text task, with 5 seeds.
+# placebo) on 3 seeds; the ablations run on the text task, with 8 seeds (its seed
+# spread is as large as most effects: 5 seeds left them undecided).
 FULL_PLAN = {
-    "text": ([0, 1, 2, 3, 4], ["uniform", "placebo", "defaults", "improvement_guard", "original", "guard_off", "correction_off", "weight2"]),
-    "vl": ([0, 1, 2], ["uniform", "placebo", "defaults", "improvement_guard", "original"]),
+    "text": (
+        [0, 1, 2, 3, 4, 5, 6, 7],
+        ["uniform", "placebo", "defaults", "sticky_guard", "improvement_guard", "original", "guard_off", "correction_off", "weight2"],
+    ),
+    "vl": ([0, 1, 2], ["uniform", "placebo", "defaults", "sticky_guard", "original"]),
 }
 
 
@@ -802,6 +808,35 @@ def _json_default(x):
     raise TypeError(f"not JSON serialisable: {type(x).__name__}")
 
 
+def merge_reports(reports: list[dict]) -> dict:
+    """One report of suites run in parallel: each ran other tasks, at one commit, in one mode."""
+    first = reports[0]
+    for r in reports[1:]:
+        for key in ("benchmark", "mode"):
+            if r[key] != first[key]:
+                raise ValueError(f"cannot merge: {key} {r[key]!r} differs from {first[key]!r}")
+        if r["meta"]["started_commit"] != first["meta"]["started_commit"] or r["meta"]["dirty"] or first["meta"]["dirty"]:
+            raise ValueError("cannot merge: the suites ran different or uncommitted code")
+        if r["setup"]["mine_from"] != first["setup"]["mine_from"]:
+            raise ValueError("cannot merge: the suites forced different start epochs")
+    tasks = [t for r in reports for t in r["setup"]["tasks"]]
+    if len(set(tasks)) != len(tasks):
+        raise ValueError(f"cannot merge: a task ran in more than one suite ({tasks})")
+    setup = dict(first["setup"])
+    for key in ("tasks", "plan", "arm_settings"):
+        setup[key] = {k: v for r in reports for k, v in r["setup"][key].items()}
+    setup["arms"] = [a for a in ARMS if any(a in p["arms"] for p in setup["plan"].values())]
+    setup["seeds"] = sorted({s for p in setup["plan"].values() for s in p["seeds"]})
+    setup["conditions"] = sorted({c for r in reports for c in r["setup"]["conditions"]}, key=CONDITIONS.index)
+    runs = [run for r in reports for run in r["runs"]]
+    return {
+        **first, "setup": setup, "runs": runs,
+        "wall_s": max(r["wall_s"] for r in reports),  # they ran side by side
+        "parallel_suites": len(reports),
+        "summary": summarize(runs, setup["mine_from"]),
+    }
+
+
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes, one seed, two arms, clean and noisy (~2 min)")
@@ -813,6 +848,8 @@ def parse_args(argv=None):
                     help="force every mining arm to mine first at the end of this epoch (default: hardmine's trigger; quick: 1)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     ap.add_argument("--work", default="/tmp/hardmine-quality", help="corpora, runs and dumps")
+    ap.add_argument("--merge", nargs="+", metavar="DIR", default=None,
+                    help="merge the quality.json of runs made in parallel (same commit, different tasks) into <out>; train nothing")
     ap.add_argument("--resummarize", action="store_true", help="recompute the summary of <out>/quality.json from its runs; train nothing")
     opts = ap.parse_args(argv)
     opts.tasks = opts.tasks or ["text", "vl"]
@@ -834,6 +871,13 @@ def main(argv=None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("MKL_NUM_THREADS", "1")
     opts = parse_args(argv)
+    if opts.merge:
+        report = merge_reports([json.loads((Path(d) / "quality.json").read_text(encoding="utf-8")) for d in opts.merge])
+        path = Path(opts.out) / "quality.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=1, default=_json_default) + "\n", encoding="utf-8")
+        print(f"merged {len(opts.merge)} reports into {path}")
+        return 0
     if opts.resummarize:
         path = Path(opts.out) / "quality.json"
         report = json.loads(path.read_text(encoding="utf-8"))

@@ -1,6 +1,6 @@
 """Which noise-guard rule tells wrong labels from hard samples? Replayed on real training losses.
 
-    python benchmarks/signals.py                  # 5 seeds, clean and noisy (~4 min on one core)
+    python benchmarks/signals.py                  # 8 seeds, clean and noisy (~4 min on one core)
     python benchmarks/signals.py --quick          # 1 seed, tiny sizes (~20 s)
 
 The guard decides what the first plan may mark, before mining changes
@@ -222,7 +222,7 @@ def parse_args(argv=None):
     ap.add_argument("--out", default=str(quality.REPO / "benchmarks" / "results"))
     ap.add_argument("--work", default="/tmp/hardmine-signals")
     opts = ap.parse_args(argv)
-    opts.seeds = opts.seeds if opts.seeds is not None else ([0] if opts.quick else [0, 1, 2, 3, 4])
+    opts.seeds = opts.seeds if opts.seeds is not None else ([0] if opts.quick else list(range(8)))
     return opts
 
 

@@ -83,7 +83,7 @@ def test_the_sticky_guard_rule_is_recorded_and_replayed(tmp_path):
 
 
 def test_rules_name_why_samples_were_left_out(tmp_path):
-    guard = GuardSettings(min_improvement=0.05, window=2, max_hard_streak=2)
+    guard = GuardSettings(min_improvement=0.05, window=2, max_hard_streak=2, rule="improvement")
     reports = mine(SelectorSettings(mode="top_k", k=15, value=None), guard)
     pop = reports[2].population  # epoch 2: samples 0..29 seen for the first time
     base = pop.columns["base_idx"]

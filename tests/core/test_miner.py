@@ -9,7 +9,7 @@ from hardmine.core.miner import MiningStateMismatch
 SETTINGS = MiningSettings(
     start_epoch=2, plateau_delta=0.5,
     selector=SelectorSettings(mode="top_k", k=10, value=None),
-    noise_guard=GuardSettings(min_improvement=0.05),
+    noise_guard=GuardSettings(rule="sticky", min_improvement=0.05),
 )
 
 

@@ -116,7 +116,7 @@ def test_streak():
 def test_guard_counts_each_rule():
     history = np.array([[2.0, 2.0, 2.0, np.nan], [1.0, 1.95, 1.0, 1.0]])
     bits = np.array([0, 0, 0b111, 0], np.uint16)
-    ok, counts = guard_mask(history, bits, GuardSettings(window=1, max_hard_streak=3))
+    ok, counts = guard_mask(history, bits, GuardSettings(rule="sticky", window=1, max_hard_streak=3))
     assert ok.tolist() == [True, False, False, False]
     assert counts == {"insufficient_history": 1, "not_improving": 1, "hard_streak": 1, "flagged_earlier": 0}
     ok, counts = guard_mask(history, bits, GuardSettings(enabled=False))
@@ -145,13 +145,14 @@ def test_select_hard_guard_off_is_exactly_the_selector_over_observed():
     np.testing.assert_allclose(sel.losses["t"], means[expected], rtol=1e-6)
 
 
-def test_select_hard_guard_excludes_flat_losses():
+@pytest.mark.parametrize("rule, excluded_by", [("start_level", "at_start_level"), ("improvement", "not_improving")])
+def test_select_hard_guard_excludes_flat_losses(rule, excluded_by):
     # Sample 0: high and flat (mislabelled-like); sample 1: high and falling.
     losses = np.array([[5.0, 5.0, 1.0], [5.0, 4.0, 0.9], [5.0, 3.0, 0.8]])
     tracker = _tracker_with(losses, 3)
-    sel = select_hard(tracker, ["t"], 2, SelectorSettings("top_k", k=1, value=None), GuardSettings())
+    sel = select_hard(tracker, ["t"], 2, SelectorSettings("top_k", k=1, value=None), GuardSettings(rule=rule))
     assert sel.datasets["t"].tolist() == [1]
-    assert sel.excluded["not_improving"] == 1
+    assert sel.excluded[excluded_by] == 1
     naive = select_hard(tracker, ["t"], 2, SelectorSettings("top_k", k=1, value=None), GuardSettings(enabled=False))
     assert naive.datasets["t"].tolist() == [0]
 

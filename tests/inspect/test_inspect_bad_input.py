@@ -30,7 +30,7 @@ def sim_run(tmp_path):
     settings = MiningSettings(
         start_epoch=1, plateau_delta=0.9,
         selector=SelectorSettings(mode="top_k", k=5, value=None),
-        noise_guard=GuardSettings(min_improvement=0.01),
+        noise_guard=GuardSettings(rule="sticky", min_improvement=0.01),
     )
     mining = HardMining(replace(settings, dump_population=True), POOLS, ScheduleSampler(POOLS, seed=0), output_dir=run, catalogs={"target": catalog})
     for epoch in range(3):

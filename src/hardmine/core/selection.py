@@ -93,10 +93,10 @@ class GuardSettings:
     min_improvement: float = 0.1
     window: int = 2
     max_hard_streak: int = 3
-    # "sticky" (default): a failure of not_improving excludes for good; "improvement":
-    # judged afresh every epoch. Chosen by benchmarks/quality.py (docs/benchmarks.md):
-    # with wrong labels, fresh judgement let memorised ones back into the mined set.
-    rule: str = "sticky"
+    # "start_level" (default), "improvement" or "sticky"; see the module doc. Chosen by
+    # benchmarks/signals.py and benchmarks/quality.py (docs/benchmarks.md): the trend
+    # rules let 20-30% wrong labels into the first plan, start_level about 6%.
+    rule: str = "start_level"
 
     def __post_init__(self) -> None:
         key = f"{MINING_KEY}.noise_guard"

@@ -27,7 +27,7 @@ from .errors import MINING_KEY, SettingError, check_range
 @dataclass(frozen=True)
 class TriggerSettings:
     start_epoch: int = 2
-    plateau_delta: float = 0.05
+    plateau_delta: float = 0.25
     patience: int = 1
     higher_is_better: bool = False
 
