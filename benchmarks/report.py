@@ -63,7 +63,11 @@ LIMITS = [
     "eligible are most of the target: see the guard tables), the EMA decay, the streak cap.",
     "Seed spread is large at these sizes: the `placebo` arm (order change, no reweighting) moves the paired "
     "differences by about as much as several arms do. Compare arms with the `Δ vs placebo` columns too.",
-    "The VL task fails calibration within the CPU budget (see its section): its differences are not evidence either way.",
+    "The VL task fails calibration within the CPU budget (see its section): its differences are not evidence either way. "
+    "Its model names objects at about chance, so a wrong description surprises it no more than a right one, and no "
+    "loss-based guard can find the wrong labels there: its mined sets hold them above their base rate.",
+    "With `start_level`, a wrong label the model memorised until its loss fell below the start level would be eligible "
+    "again; in these runs the text task's wrong labels never fell that far, so the benchmark does not test that case.",
 ]
 
 ACCURACY = {"text": "exact", "vl": "desc_acc"}  # the task-level accuracy each task reports

@@ -1,0 +1,61 @@
+"""Suites of the quality benchmark run side by side are merged into one report, or refused."""
+
+import copy
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+import quality  # noqa: E402
+
+
+def _run(task, arm, seed, loss):
+    row = {"epoch": 0, **{s: {"loss": loss} for s in ("hard", "rest", "all")}}
+    return {
+        "task": task, "condition": "clean", "seed": seed, "arm": arm, "epochs": [row], "steps": 10, "wall_s": 1.0,
+        "mining": [{"epoch": 0, "hsm/monitored": 1.0, "hsm/active": 0.0}], "mined": [], "base_rates": {"hard": 0.1, "corrupted": 0.0},
+    }
+
+
+def _report(task):
+    return {
+        "benchmark": "hardmine.quality/1", "mode": "full", "wall_s": 60.0 if task == "text" else 90.0,
+        "meta": {"started_commit": "abc", "dirty": False},
+        "setup": {
+            "tasks": {task: {}}, "plan": {task: {"seeds": [0], "arms": ["uniform", "defaults"]}},
+            "arm_settings": {task: {}}, "arms": ["uniform", "defaults"], "conditions": ["clean"], "seeds": [0],
+            "mine_from": None, "noise_share": 0.1,
+        },
+        "runs": [_run(task, "uniform", 0, 1.0), _run(task, "defaults", 0, 0.8)],
+    }
+
+
+def test_merge_joins_tasks_and_summarises_them_together():
+    merged = quality.merge_reports([_report("text"), _report("vl")])
+    assert list(merged["setup"]["tasks"]) == ["text", "vl"] and len(merged["runs"]) == 4
+    assert merged["wall_s"] == 90.0 and merged["parallel_suites"] == 2
+    for key in ("text/clean", "vl/clean"):
+        assert merged["summary"][key]["arms"]["defaults"]["paired"]["hard_loss"]["mean_relative"] == pytest.approx(-0.2)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda r: r["meta"].update(started_commit="def"), "different or uncommitted code"),
+        (lambda r: r["meta"].update(dirty=True), "different or uncommitted code"),
+        (lambda r: r.update(mode="quick"), "mode"),
+        (lambda r: r["setup"].update(mine_from=2), "forced different start epochs"),
+    ],
+)
+def test_merge_refuses_suites_that_do_not_belong_together(change, message):
+    other = _report("vl")
+    change(other)
+    with pytest.raises(ValueError, match=message):
+        quality.merge_reports([_report("text"), other])
+
+
+def test_merge_refuses_a_task_run_twice():
+    with pytest.raises(ValueError, match="more than one suite"):
+        quality.merge_reports([_report("text"), copy.deepcopy(_report("text"))])
