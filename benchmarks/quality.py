@@ -40,7 +40,10 @@ instead:
   failure excludes for good; ``improvement``: the same test judged afresh
   every epoch);
 * ``weight2``: the defaults with hard weight 2 instead of 3 (fewer slots taken
-  from the rest of the data).
+  from the rest of the data);
+* ``no_flag_for_good``: the defaults with ``noise_guard.flag_for_good: false``
+  (the start-level test judged afresh every epoch); run with ``--epochs 20``
+  on noisy labels, where the model has time to memorise wrong labels.
 
 Each arm's settings are recorded in the JSON (``setup.arm_settings``), so a
 page built later knows what ``defaults`` meant when the runs were made.
@@ -81,7 +84,7 @@ NEVER = 10_000  # a start epoch no run reaches: the control's trigger never fire
 FORCE_DELTA = 1e6  # "improved by less than 10^6 relative" always holds: fire at start_epoch
 ARMS = (
     "uniform", "placebo", "defaults", "sticky_guard", "improvement_guard", "original", "guard_off", "correction_off",
-    "weight2",
+    "weight2", "no_flag_for_good",
 )
 CONDITIONS = ("clean", "noisy")
 NOISE_SHARE = 0.1
@@ -165,6 +168,7 @@ def arm_section(arm: str, *, mine_from: int | None, train_size: int) -> dict[str
         "correction_off": {**forced, "aggregation": {"progress_correction": False}},
         "improvement_guard": {**forced, "noise_guard": {"rule": "improvement"}},
         "sticky_guard": {**forced, "noise_guard": {"rule": "sticky"}},
+        "no_flag_for_good": {**forced, "noise_guard": {"flag_for_good": False}},
         "weight2": {**forced, "hard_weight": 2.0},
     }
     if arm not in sections:
@@ -530,6 +534,8 @@ def run_suite(opts) -> dict:
     import hardmine.recipe.run  # noqa: F401
     import hardmine.train.library  # noqa: F401
     sizes = QUICK if opts.quick else FULL
+    if opts.epochs is not None:
+        sizes = {t: dataclasses.replace(size, epochs=opts.epochs) for t, size in sizes.items()}
     out = Path(opts.out)
     work = Path(opts.work)
     meta = machine_meta()  # the commit the runs are made with, not the one at the end
@@ -844,6 +850,8 @@ def parse_args(argv=None):
     ap.add_argument("--arms", nargs="+", default=None, choices=ARMS)
     ap.add_argument("--conditions", nargs="+", default=None, choices=CONDITIONS)
     ap.add_argument("--seeds", nargs="+", type=int, default=None)
+    ap.add_argument("--epochs", type=int, default=None,
+                    help="train this many epochs instead of the task's own (long runs: when the model memorises wrong labels)")
     ap.add_argument("--mine-from", type=int, default=None,
                     help="force every mining arm to mine first at the end of this epoch (default: hardmine's trigger; quick: 1)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results"))

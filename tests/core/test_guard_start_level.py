@@ -26,8 +26,21 @@ def test_start_level_excludes_samples_at_or_above_the_level():
     verdict = judge_guard(history, np.zeros(4, np.uint16), START_LEVEL, start_level=2.0)
     # recent means: 2.0 (at the level: excluded), 1.0, 2.0 (excluded), unseen in the window
     assert verdict.eligible.tolist() == [False, True, False, False]
-    assert verdict.counts == {"insufficient_history": 1, "at_start_level": 2, "hard_streak": 0}
-    assert verdict.flagged is None
+    assert verdict.counts == {"insufficient_history": 1, "at_start_level": 2, "hard_streak": 0, "flagged_earlier": 0}
+    assert not verdict.flagged.any()  # may_flag is off: nobody is flagged for good
+
+
+def test_at_the_level_in_each_of_the_last_window_plus_one_epochs_flags_for_good():
+    history = np.array([[2.5, 2.5, 2.5, np.nan], [2.2, 1.0, 2.5, 2.5], [2.1, 2.4, 1.0, 2.5]])
+    flags = judge_guard(history, np.zeros(4, np.uint16), START_LEVEL, start_level=2.0, may_flag=True).flagged
+    # Sample 0 sat at the level in all three epochs; 1 and 2 dipped below once; 3 was not seen in one.
+    assert flags.tolist() == [True, False, False, False]
+    earlier = np.array([False, True, False, False])
+    verdict = judge_guard(history, np.zeros(4, np.uint16), START_LEVEL, earlier, start_level=2.0, may_flag=True)
+    assert verdict.flagged.tolist() == [True, True, False, False] and not verdict.eligible[1]
+    assert verdict.counts["flagged_earlier"] == 1
+    fresh = judge_guard(history, np.zeros(4, np.uint16), GuardSettings(rule="start_level", flag_for_good=False), earlier, 2.0, True)
+    assert fresh.flagged is None and "flagged_earlier" not in fresh.counts
 
 
 def test_unknown_start_level_excludes_nobody_by_that_rule():
@@ -46,6 +59,7 @@ def test_tracker_fixes_the_start_level_at_the_first_observed_epoch():
     _feed(tracker, 0, np.array([4.0, 1.0, 2.0, np.nan]))
     tracker.close_epoch(0)
     assert tracker.view("t", 0).start_level == 2.0  # median of 4, 1, 2
+    assert tracker.view("t", 0).first_epoch == 0
     assert math.isnan(tracker.view("s", 0).start_level)  # nothing of "s" seen
     for epoch in range(1, 5):  # later epochs, long after the ring dropped epoch 0, change nothing
         _feed(tracker, epoch, np.array([0.5, 0.5, 0.5, 0.5]))
@@ -53,7 +67,7 @@ def test_tracker_fixes_the_start_level_at_the_first_observed_epoch():
     assert tracker.view("t", 4).start_level == 2.0
     restored = LossTracker({"t": 4, "s": 2}, TrackerSettings(history_slots=3))
     restored.load_state_dict(tracker.state_dict())
-    assert restored.view("t", 4).start_level == 2.0
+    assert restored.view("t", 4).start_level == 2.0 and restored.view("t", 4).first_epoch == 0
 
 
 def test_tracker_refuses_a_state_without_start_levels():
@@ -72,6 +86,23 @@ EPOCHS = [
     [2.3, 1.9, 1.0, 0.9, 0.8, 0.8],
     [2.6, 1.5, 0.5, 0.4, 0.3, 0.3],
 ]
+
+
+def test_a_wrong_label_memorised_late_stays_excluded():
+    # Sample 0 sits above the start level for epochs 0-4, then the model memorises it.
+    epochs = [[2.0, 2.0, 1.8, 1.6], [2.4, 1.5, 1.0, 0.9], [2.5, 1.3, 0.6, 0.5], [2.5, 1.2, 0.4, 0.4],
+              [2.4, 1.1, 0.3, 0.3], [1.0, 1.0, 0.2, 0.2], [0.5, 0.9, 0.2, 0.2]]
+    picks = {}
+    for flag_for_good in (True, False):
+        guard = GuardSettings(rule="start_level", max_hard_streak=16, flag_for_good=flag_for_good)
+        settings = MiningSettings(start_epoch=2, plateau_delta=1e6, selector=SelectorSettings("top_k", k=1, value=None),
+                                  noise_guard=guard, aggregation={"progress_correction": False})
+        miner = HardSampleMiner({"t": 4}, ["t"], settings)
+        for epoch, losses in enumerate(epochs):
+            miner.observe(sample_ids("t", range(4)), losses, epoch=epoch, steps=epoch)
+            report = miner.end_epoch(epoch)
+        picks[flag_for_good] = report.plan.base_idx["t"].tolist()
+    assert picks == {True: [1], False: [0]}  # judged afresh, the memorised label is the hardest again
 
 
 def test_a_rising_wrong_label_is_excluded_and_the_learnable_hard_sample_mined():

@@ -38,7 +38,7 @@ selector mode and params, guard settings, datasets and names of rules and
 slices. Rules, in bit order: ``unobserved`` (no observation entered the
 aggregate), then the guard's ``insufficient_history``, ``not_improving``
 (rules ``improvement`` and ``sticky``), ``hard_streak``, ``flagged_earlier``
-(rule ``sticky``) and ``at_start_level`` (rule ``start_level``; meta
+(rules ``sticky`` and ``start_level``) and ``at_start_level`` (rule ``start_level``; meta
 ``start_levels`` holds each dataset's level); see
 :mod:`hardmine.core.selection`. An unobserved sample carries only its first
 bit, as the guard never judges it.
@@ -195,7 +195,7 @@ def population_table(
 ) -> Population:
     """The population behind ``selection``; call before the tracker closes ``epoch``.
 
-    ``flagged``: the guard's memory the selection was given (rule ``sticky``).
+    ``flagged``: the guard's memory the selection was given (rules ``sticky``, ``start_level``).
     Eligibility and the rule bits come from :func:`judge_guard`, the function
     the selection used: the bits say why each other sample was left out.
     """

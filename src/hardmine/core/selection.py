@@ -97,11 +97,16 @@ class GuardSettings:
     # benchmarks/signals.py and benchmarks/quality.py (docs/benchmarks.md): the trend
     # rules let 20-30% wrong labels into the first plan, start_level about 6%.
     rule: str = "start_level"
+    # Rule start_level: a sample at the start level in each of the last window + 1
+    # epochs (the first epoch not among them) is excluded for the rest of the run, so a
+    # wrong label the model memorises late cannot come back (see the module doc).
+    flag_for_good: bool = True
 
     def __post_init__(self) -> None:
         key = f"{MINING_KEY}.noise_guard"
-        if not isinstance(self.enabled, bool):
-            raise SettingError(f"{key}.enabled", self.enabled, "true or false")
+        for name in ("enabled", "flag_for_good"):
+            if not isinstance(getattr(self, name), bool):
+                raise SettingError(f"{key}.{name}", getattr(self, name), "true or false")
         if self.rule not in GUARD_RULES:
             raise SettingError(f"{key}.rule", self.rule, f"one of {list(GUARD_RULES)}")
         check_range(f"{key}.min_improvement", self.min_improvement, low=0.0, high=1.0, high_open=True)
@@ -216,13 +221,19 @@ def guard_mask(history, hard_bits, guard: GuardSettings, flagged=None, start_lev
     return verdict.eligible, verdict.counts
 
 
-def judge_guard(history, hard_bits, guard: GuardSettings, flagged=None, start_level: float = math.nan) -> GuardVerdict:
+def judge_guard(
+    history, hard_bits, guard: GuardSettings, flagged=None, start_level: float = math.nan, may_flag: bool = False,
+) -> GuardVerdict:
     """The guard over observed samples: ``history`` (slots, n) of raw losses, oldest first.
 
-    ``flagged`` (rule ``sticky``): which samples failed ``not_improving`` at an
-    earlier selection (None: none did). ``start_level`` (rule ``start_level``):
-    the median raw loss of the dataset's first observed epoch; NaN (not known
-    yet) excludes nobody by that rule.
+    ``flagged`` (rules ``sticky`` and ``start_level``): which samples an earlier
+    selection excluded for good (None: none). ``start_level`` (rule
+    ``start_level``): the median raw loss of the dataset's first observed
+    epoch; NaN (not known yet) excludes nobody by that rule. ``may_flag``
+    (rule ``start_level``): the last ``window + 1`` history rows are all later
+    than the dataset's first epoch, so a sample at the level in each of them
+    is flagged for good (a loss seen in the first epoch says more about when
+    in it the sample came than about the sample).
     """
     history = np.asarray(history)
     n = history.shape[1]
@@ -241,12 +252,19 @@ def judge_guard(history, hard_bits, guard: GuardSettings, flagged=None, start_le
         masks["not_improving"] = judgeable & (improvement < guard.min_improvement)
     masks["hard_streak"] = streak_reached(np.asarray(hard_bits), guard.max_hard_streak)
     flags = None
-    if guard.rule == "sticky":
+    if guard.rule == "sticky" or (guard.rule == "start_level" and guard.flag_for_good):
         earlier = np.zeros(n, bool) if flagged is None else np.asarray(flagged, bool)
         if earlier.shape != (n,):
             raise ValueError(f"flagged has shape {earlier.shape}; expected ({n},), one flag per sample")
         masks["flagged_earlier"] = earlier
-        flags = earlier | masks["not_improving"]
+        if guard.rule == "sticky":
+            flags = earlier | masks["not_improving"]
+        elif may_flag and math.isfinite(start_level):
+            rows = history[-(guard.window + 1) :]
+            # Seen in each of those epochs, and at the level in each: not one sign of learning.
+            flags = earlier | (np.isfinite(rows) & (rows >= start_level)).all(0)
+        else:
+            flags = earlier
     eligible = np.ones(n, bool)
     for mask in masks.values():
         eligible &= ~mask
@@ -328,7 +346,9 @@ def select_hard(
         if before is not None and before.shape != seen_mask.shape:
             raise ValueError(f"flagged[{name!r}] has {before.size} flags; dataset {name!r} has {seen_mask.size} samples")
         earlier = None if before is None else (before if seen is None else before[seen])
-        verdict = judge_guard(history, bits, guard, earlier, view.start_level)
+        # The guard's rows are epochs epoch - window .. epoch; all later than the first?
+        may_flag = view.first_epoch >= 0 and epoch - guard.window > view.first_epoch
+        verdict = judge_guard(history, bits, guard, earlier, view.start_level, may_flag)
         ok, counts, now = verdict.eligible, verdict.counts, verdict.flagged
         if now is not None:
             full = np.zeros(seen_mask.size, bool) if before is None else before.copy()

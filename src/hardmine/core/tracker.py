@@ -104,6 +104,7 @@ class TrackedView:
     # Median raw loss of the dataset's first observed epoch (NaN: none observed yet):
     # what the young model made of a typical sample (the guard's rule start_level).
     start_level: float = math.nan
+    first_epoch: int = -1  # the epoch whose median is the start level (-1: none observed yet)
 
     @property
     def aggregate(self) -> np.ndarray:
@@ -140,6 +141,7 @@ class LossTracker:
         self.history = np.full((self.settings.history_slots, n), np.nan, np.float16)
         self.history_epochs = np.full(self.settings.history_slots, -1, np.int64)  # epoch held by each row
         self.start_levels = np.full(len(self.names), np.nan)  # per dataset, see TrackedView.start_level
+        self.start_epochs = np.full(len(self.names), -1, np.int64)  # the epoch each start level is from
         self._reset_scalars()
 
     def _reset_scalars(self) -> None:
@@ -416,6 +418,8 @@ class LossTracker:
             raise ValueError(f"epoch {epoch} closed twice or out of order (last closed: {self.closed_epoch})")
         for i in np.flatnonzero(np.isnan(self.start_levels)):
             self.start_levels[i] = self._epoch_median(int(i), epoch)
+            if not np.isnan(self.start_levels[i]):
+                self.start_epochs[i] = epoch
         self.hard_bits <<= np.uint16(1)
         for name, base_idx in (hard or {}).items():
             lo, hi = self._range(name)
@@ -464,7 +468,14 @@ class LossTracker:
             hard_bits=self.hard_bits[lo:hi],
             history=np.stack(rows),
             start_level=self._start_level(name, epoch),
+            first_epoch=self._first_epoch(name, epoch),
         )
+
+    def _first_epoch(self, name: str, epoch: int) -> int:
+        i = self.names.index(name)
+        if self.start_epochs[i] >= 0:
+            return int(self.start_epochs[i])
+        return epoch if not math.isnan(self._epoch_median(i, epoch)) else -1
 
     def _start_level(self, name: str, epoch: int) -> float:
         """The dataset's start level; in its first observed epoch, that epoch's median so far."""
@@ -494,6 +505,7 @@ class LossTracker:
             "history": self.history.copy(),
             "history_epochs": self.history_epochs.copy(),
             "start_levels": self.start_levels.copy(),
+            "start_epochs": self.start_epochs.copy(),
             "pending_flat": np.concatenate([c[0] for c in self._pending]) if self._pending else np.empty(0, np.int64),
             "pending_pair": np.concatenate([c[1] for c in self._pending]) if self._pending else np.empty((0, 2), np.float32),
             "pending_epoch": self._pending_epoch,
@@ -526,7 +538,7 @@ class LossTracker:
         self._pending = [(flat, pair)] if flat.size else []
         self._pending_size = int(flat.size)
         self._pending_epoch = state["pending_epoch"]
-        for name in ("count", "mean", "last", "hard_bits", "history", "history_epochs", "start_levels"):
+        for name in ("count", "mean", "last", "hard_bits", "history", "history_epochs", "start_levels", "start_epochs"):
             current = getattr(self, name)
             loaded = np.asarray(state[name], dtype=current.dtype)
             if loaded.shape != current.shape:
