@@ -43,7 +43,8 @@ instead:
   from the rest of the data);
 * ``no_flag_for_good``: the defaults with ``noise_guard.flag_for_good: false``
   (the start-level test judged afresh every epoch); run with ``--epochs 20``
-  on noisy labels, where the model has time to memorise wrong labels.
+  on noisy labels (``make bench`` runs it beside ``uniform``, ``placebo`` and
+  ``defaults``), where the model has time to memorise wrong labels.
 
 Each arm's settings are recorded in the JSON (``setup.arm_settings``), so a
 page built later knows what ``defaults`` meant when the runs were made.

@@ -21,7 +21,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 ARM_ORDER = (
     "uniform", "placebo", "defaults", "sticky_guard", "improvement_guard", "weight2", "sticky_weight2",
-    "original", "guard_off", "correction_off",
+    "original", "guard_off", "correction_off", "no_flag_for_good",
 )
 ARM_NOTES = {
     "uniform": "control: mining on, trigger never fires",
@@ -34,6 +34,7 @@ ARM_NOTES = {
     "weight2": "defaults with hard weight 2",
     "sticky_guard": "defaults with guard rule `sticky` (`improvement`, and a failure excludes for good)",
     "sticky_weight2": "`sticky_guard` with hard weight 2",
+    "no_flag_for_good": "defaults with `noise_guard.flag_for_good: false` (long runs only)",
 }
 TASK_NOTES = {
     "text": "tiny text model (library API); most samples reverse a string of spaced letters, the hard slice (10%) sorts one",
@@ -808,6 +809,44 @@ def overhead_section(overheads: list[dict], images: Path) -> list[str]:
     return L
 
 
+def load_long(results: Path) -> dict | None:
+    path = results / "quality-long.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def long_section(long: dict | None) -> list[str]:
+    """Long noisy runs (``quality.py --epochs N``): does the guard hold once the model memorises wrong labels?"""
+    if not long:
+        return []
+    from quality import FULL  # the tasks' own lengths (this script's folder is on the path)
+
+    meta, setup = long["meta"], long["setup"]
+    L = ["## Long runs: when the model memorises wrong labels", ""]
+    for key, entry in sorted(long["summary"].items()):
+        task, condition = key.split("/")
+        epochs = setup["tasks"][task]["epochs"]
+        L += [
+            f"`{task}` task, {condition} labels, {epochs} epochs instead of {FULL[task].epochs}, seeds "
+            f"{setup['plan'][task]['seeds']}; started {meta.get('started_at', meta['timestamp'])} at commit "
+            f"`{(meta.get('started_commit') or meta['commit'] or 'unknown')[:12]}`"
+            + (" with uncommitted changes" if meta.get("dirty") else "")
+            + f", {long['wall_s'] / 60:.1f} min. `no_flag_for_good` judges the start level afresh every epoch.",
+            "",
+        ]
+        L += arm_table(entry, task) + [""]
+        L += ["Per seed, paired to `uniform` (hard-slice loss / overall loss, relative):", ""] + per_seed_table(entry) + [""]
+        arms = [a for a in arms_in(entry) if a != "uniform"]
+        per_epoch = {a: entry["arms"][a]["mined"]["per_epoch"] for a in arms}
+        epochs_seen = sorted({int(e) for p in per_epoch.values() for e in p})
+        rows = [[str(e)] + [pct((per_epoch[a].get(str(e)) or {}).get("corrupted_share"), 0, sign=False) for a in arms] for e in epochs_seen]
+        L += ["Wrong labels in each mined set (mean over seeds):", ""] + table(["plan of epoch"] + [f"`{a}`" for a in arms], rows) + [""]
+        for arm in arms:
+            g = guard_table(entry, arm)
+            if g:
+                L += g + [""]
+    return L
+
+
 def load_signals(results: Path) -> dict | None:
     path = results / "signals.json"
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
@@ -867,7 +906,9 @@ def signals_section(signals: dict | None) -> list[str]:
     return L
 
 
-def build_page(report: dict, docs: Path, overheads: list[dict] | None = None, signals: dict | None = None) -> str:
+def build_page(
+    report: dict, docs: Path, overheads: list[dict] | None = None, signals: dict | None = None, long: dict | None = None,
+) -> str:
     meta = report["meta"]
     images = docs / "benchmarks"
     images.mkdir(parents=True, exist_ok=True)
@@ -962,6 +1003,7 @@ def build_page(report: dict, docs: Path, overheads: list[dict] | None = None, si
                 L += [""]
     L += ["## Mined sets", "", "![mined shares](benchmarks/mined_shares.png)", ""]
     L += signals_section(signals)
+    L += long_section(long)
     L += overhead_section(overheads or [], images)
     failing = [t for t in tasks if not all(ok for _, ok, _ in calibration_checks(report, t))]
     calibration = (f"Tasks whose control fails a calibration check (weak evidence): {', '.join(f'`{t}`' for t in failing)}."
@@ -978,7 +1020,7 @@ def main(argv=None) -> int:
     results, docs = Path(opts.results), Path(opts.docs)
     report = json.loads((results / "quality.json").read_text(encoding="utf-8"))
     docs.mkdir(parents=True, exist_ok=True)
-    page = build_page(report, docs, load_overhead(results), load_signals(results))
+    page = build_page(report, docs, load_overhead(results), load_signals(results), load_long(results))
     (docs / "benchmarks.md").write_text(page, encoding="utf-8")
     print(f"wrote {docs / 'benchmarks.md'}")
     return 0

@@ -208,7 +208,7 @@ class GuardVerdict:
 
     eligible: np.ndarray
     masks: dict[str, np.ndarray]  # rule -> excluded by it (a sample can fail several)
-    flagged: np.ndarray | None  # rule sticky: the memory to keep (earlier | failed now)
+    flagged: np.ndarray | None  # rules sticky, start_level: the memory to keep (earlier | flagged now)
 
     @property
     def counts(self) -> dict[str, int]:
