@@ -835,7 +835,7 @@ def long_section(long: dict | None) -> list[str]:
         ]
         L += arm_table(entry, task) + [""]
         L += ["Per seed, paired to `uniform` (hard-slice loss / overall loss, relative):", ""] + per_seed_table(entry) + [""]
-        arms = [a for a in arms_in(entry) if a != "uniform"]
+        arms = [a for a in arms_in(entry) if a not in ("uniform", "placebo")]  # the arms that mine something
         per_epoch = {a: entry["arms"][a]["mined"]["per_epoch"] for a in arms}
         epochs_seen = sorted({int(e) for p in per_epoch.values() for e in p})
         rows = [[str(e)] + [pct((per_epoch[a].get(str(e)) or {}).get("corrupted_share"), 0, sign=False) for a in arms] for e in epochs_seen]

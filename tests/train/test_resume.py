@@ -88,8 +88,18 @@ def test_a_save_interrupted_by_ctrl_c_leaves_a_checkpoint_resume_refuses(tmp_pat
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise AssertionError(f"the run never reached its save: {log.read_text()[-2000:]}")
                 time.sleep(0.2)
-            proc.send_signal(signal.SIGINT)
-            assert proc.wait(timeout=60) != 0
+            # Under heavy load one SIGINT was once not acted on within 60 s; a user presses
+            # Ctrl-C again, and so does the test (what is checked is the state it leaves).
+            for _ in range(6):
+                proc.send_signal(signal.SIGINT)
+                try:
+                    returncode = proc.wait(timeout=20)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+            else:
+                raise AssertionError(f"the run did not stop on SIGINT: {log.read_text()[-2000:]}")
+            assert returncode != 0
         finally:
             proc.kill()
             proc.wait()

@@ -1,0 +1,50 @@
+"""The results page's long-run and guard-replay sections are built from their JSON alone."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+import quality  # noqa: E402
+import report  # noqa: E402
+
+META = {"started_commit": "0123456789abcdef", "commit": "0123456789abcdef", "timestamp": "t", "dirty": False}
+
+
+def _run(arm, seed, loss, corrupted):
+    rows = [{"epoch": e, **{s: {"loss": loss} for s in ("hard", "rest", "all")}} for e in range(4)]
+    mined = [] if arm == "uniform" else [{"epoch": e, "num_mined": 10, "hard_share": 0.4, "corrupted_share": corrupted} for e in (2, 3)]
+    return {
+        "task": "text", "condition": "noisy", "seed": seed, "arm": arm, "epochs": rows, "steps": 10, "wall_s": 1.0,
+        "mining": [{"epoch": 2, "hsm/active": 1.0, "hsm/monitored": 1.0}], "mined": mined,
+        "base_rates": {"hard": 0.1, "corrupted": 0.1},
+    }
+
+
+def test_long_section_tables_each_arm_and_its_wrong_label_share_per_plan():
+    runs = [_run("uniform", 0, 1.0, None), _run("defaults", 0, 0.9, 0.05), _run("no_flag_for_good", 0, 1.2, 0.25)]
+    long = {
+        "meta": META, "wall_s": 120.0,
+        "setup": {"tasks": {"text": {"epochs": 20}}, "plan": {"text": {"seeds": [0]}}},
+        "summary": quality.summarize(runs, None),
+    }
+    page = "\n".join(report.long_section(long))
+    assert "20 epochs instead of 8" in page and "`0123456789ab`" in page
+    assert "| 2 | 5% | 25% |" in page  # the plan of epoch 2: defaults vs no_flag_for_good
+    assert report.long_section(None) == []
+
+
+def test_signals_section_reports_each_rule_with_its_worst_seed():
+    share = {"mean": 0.05, "min": 0.03, "max": 0.08}
+    signals = {
+        "meta": META, "mode": "full", "wall_s": 60.0,
+        "setup": {"seeds": [0, 1], "select_at": [2], "rules": {"start_level": {}}, "noise_share": 0.1, "size": {"hard_share": 0.1}},
+        "summary": {
+            "noisy/2": {"start_level": {"corrupted_share": share, "corrupted_excluded": {"mean": 0.9, "min": 0.85, "max": 0.95}}},
+            "clean/2": {"start_level": {"hard_share": {"mean": 0.3, "min": 0.2, "max": 0.4}, "clean_hard_excluded": share}},
+            "auc/2": {"loss level (last 2 epochs)": {"mean": 0.95, "min": 0.92, "max": 0.97}},
+        },
+    }
+    page = "\n".join(report.signals_section(signals))
+    assert "| 2 | `start_level` | 5% (8%) | 90% (85%) | 30% (20%) | 5% (8%) |" in page
+    assert "| 2 | loss level (last 2 epochs) | 0.95 (0.92) |" in page
