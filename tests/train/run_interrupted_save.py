@@ -7,6 +7,7 @@ trainer state are written, the run creates READY_FILE and sleeps, so that the
 test can interrupt it with a real SIGINT at that point.
 """
 
+import signal
 import sys
 import time
 from pathlib import Path
@@ -20,6 +21,13 @@ from hardmine.recipe.run import run_training
 
 def main() -> None:
     config, ready = sys.argv[1], Path(sys.argv[2])
+    # A terminal's Ctrl-C reaches a process with Python's own SIGINT handling. A child
+    # inherits an ignored or blocked SIGINT from its parent (the test runner, after
+    # whatever earlier tests did to it), so say what was inherited and start afresh.
+    print(f"inherited SIGINT handler {signal.getsignal(signal.SIGINT)!r}, blocked {signal.pthread_sigmask(signal.SIG_BLOCK, [])!r}",
+          file=sys.stderr, flush=True)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def stall(self, output_dir):
         ready.write_text(output_dir)
