@@ -20,7 +20,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 ARM_ORDER = (
-    "uniform", "placebo", "defaults", "sticky_guard", "improvement_guard", "weight2", "sticky_weight2",
+    "uniform", "placebo", "defaults", "sticky_guard", "improvement_guard", "weight2",
     "original", "guard_off", "correction_off", "no_flag_for_good",
 )
 ARM_NOTES = {
@@ -33,7 +33,6 @@ ARM_NOTES = {
     "improvement_guard": "defaults with guard rule `improvement` (own loss must fall 10% over 2 epochs, judged afresh)",
     "weight2": "defaults with hard weight 2",
     "sticky_guard": "defaults with guard rule `sticky` (`improvement`, and a failure excludes for good)",
-    "sticky_weight2": "`sticky_guard` with hard weight 2",
     "no_flag_for_good": "defaults with `noise_guard.flag_for_good: false` (long runs only)",
 }
 TASK_NOTES = {
@@ -84,6 +83,13 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_figure(plt, fig, path: Path) -> None:
+    """Lay out, write and close one figure (every plot on the page ends here)."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def fmt(x: float | None, digits: int = 3) -> str:
@@ -164,16 +170,13 @@ def plot_loss_curves(report: dict, task: str, path: Path) -> None:
         ax.set_xlabel("epoch (dotted: first plan applies after it; bands: min-max over seeds)")
         ax.set_ylabel("mean per-sample CE")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(plt, fig, path)
 
 
 def first_mining_epochs(report: dict, task: str, condition: str) -> list[int]:
     """The epochs at whose end the mining arms first mined (one per seed; forced arms: one in all)."""
-    fired = {e for arm, runs in runs_of(report, task, condition).items() if arm != "uniform" for r in runs
-             for e in [next((int(m["epoch"]) for m in r["mining"] if m.get("hsm/active")), None)] if e is not None}
-    return sorted(fired)
+    arms = report["summary"].get(f"{task}/{condition}", {}).get("arms", {})
+    return sorted({e for arm, a in arms.items() if arm != "uniform" for e in a["fired_epoch"] if e is not None})
 
 
 def plot_calibration(report: dict, task: str, path: Path) -> None:
@@ -203,9 +206,7 @@ def plot_calibration(report: dict, task: str, path: Path) -> None:
         axes[1].legend(fontsize=8)
     else:
         axes[1].text(0.5, 0.5, "scored after the last epoch only (see tables)", ha="center", va="center", transform=axes[1].transAxes)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(plt, fig, path)
 
 
 def plot_paired_deltas(report: dict, path: Path) -> None:
@@ -229,9 +230,7 @@ def plot_paired_deltas(report: dict, path: Path) -> None:
         ax.set_title(f"{key}: Δ eval loss vs uniform, per seed")
         ax.set_ylabel("% (negative: better)")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(plt, fig, path)
 
 
 def plot_mined_shares(report: dict, path: Path) -> None:
@@ -269,9 +268,7 @@ def plot_mined_shares(report: dict, path: Path) -> None:
         ax.set_title(f"{key}: mined set's {share.replace('_', ' ')}")
         ax.set_xlabel("epoch whose end made the plan")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(plt, fig, path)
 
 
 # ------------------------------------------------------------------ goals
@@ -619,7 +616,6 @@ def guard_rule_arms(report: dict, task: str) -> dict[str, str | None]:
         "start_level": arm_by_settings(report, task, noise_guard={"rule": "start_level"}),
         "improvement": arm_by_settings(report, task, noise_guard={"rule": "improvement"}),
         "sticky": arm_by_settings(report, task, noise_guard={"rule": "sticky"}),
-        "sticky_weight2": arm_by_settings(report, task, noise_guard={"rule": "sticky"}, hard_weight=2.0),
         "current": arm_by_settings(report, task),
     }
 
@@ -762,9 +758,7 @@ def plot_overhead(overheads: list[dict], path: Path) -> None:
     ax.set_ylabel("ratio (medians, interleaved)")
     ax.set_title("What mining costs per training step (CPU, tiny models)")
     ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(plt, fig, path)
 
 
 def overhead_section(overheads: list[dict], images: Path) -> list[str]:
@@ -876,13 +870,14 @@ def signals_section(signals: dict | None) -> list[str]:
         "Shares are means over seeds, with the worst seed in brackets.",
         "",
     ]
+    def share(d: dict, key: str, worst: str = "max") -> str:
+        return f"{pct(d[key]['mean'], 0, sign=False)} ({pct(d[key][worst], 0, sign=False)})" if key in d else "–"
+
     rows = []
     for epoch in setup["select_at"]:
         noisy, clean = summary.get(f"noisy/{epoch}", {}), summary.get(f"clean/{epoch}", {})
         for rule in setup["rules"]:
             n, c = noisy.get(rule, {}), clean.get(rule, {})
-            def share(d, key, worst="max"):
-                return f"{pct(d[key]['mean'], 0, sign=False)} ({pct(d[key][worst], 0, sign=False)})" if key in d else "–"
             rows.append([
                 str(epoch), f"`{rule}`", share(n, "corrupted_share"), share(n, "corrupted_excluded", "min"),
                 share(c, "hard_share", "min"), share(c, "clean_hard_excluded"),

@@ -88,19 +88,8 @@ def test_a_save_interrupted_by_ctrl_c_leaves_a_checkpoint_resume_refuses(tmp_pat
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise AssertionError(f"the run never reached its save: {log.read_text()[-2000:]}")
                 time.sleep(0.2)
-            # In the full suite a single SIGINT went unanswered (run_interrupted_save.py now
-            # resets what the child inherits); a user presses Ctrl-C again, and so does the
-            # test: what is checked is the state the interrupted save leaves.
-            for _ in range(6):
-                proc.send_signal(signal.SIGINT)
-                try:
-                    returncode = proc.wait(timeout=20)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-            else:
-                raise AssertionError(f"the run did not stop on SIGINT: {log.read_text()[-2000:]}")
-            assert returncode != 0
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=60) != 0
         finally:
             proc.kill()
             proc.wait()

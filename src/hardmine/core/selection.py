@@ -23,6 +23,14 @@ Eligibility, in order
      trend: single per-epoch losses are too noisy for a trend over a few
      epochs to tell them apart. A sample seen in none of the last ``window``
      epochs is excluded as ``insufficient_history``.
+     With ``flag_for_good`` (the default), ``flagged_earlier`` too: a sample
+     at the start level in each of the last ``window + 1`` epochs, none of
+     them the first, is excluded for the rest of the run. Why: trained long
+     enough, the model memorises wrong labels and their loss falls below the
+     start level (the long runs on docs/benchmarks.md); by then they have sat
+     at the level for many epochs, while a hard clean sample rarely stays
+     there three epochs running. The memory is the caller's, as for
+     ``sticky``.
    * ``improvement``: ``not_improving``: its own raw loss must have fallen by
      at least ``min_improvement`` (relative) across the last ``window``
      epochs: from the oldest to the newest epoch in which it was seen within
@@ -94,8 +102,8 @@ class GuardSettings:
     window: int = 2
     max_hard_streak: int = 3
     # "start_level" (default), "improvement" or "sticky"; see the module doc. Chosen by
-    # benchmarks/signals.py and benchmarks/quality.py (docs/benchmarks.md): the trend
-    # rules let 20-30% wrong labels into the first plan, start_level about 6%.
+    # benchmarks/signals.py and benchmarks/quality.py: the guard-rule replay and the
+    # noisy-label arms on docs/benchmarks.md.
     rule: str = "start_level"
     # Rule start_level: a sample at the start level in each of the last window + 1
     # epochs (the first epoch not among them) is excluded for the rest of the run, so a

@@ -459,6 +459,7 @@ class LossTracker:
             j = e % self.settings.history_slots
             held = e >= 0 and self.history_epochs[j] == e
             rows.append(self.history[j, lo:hi] if held else np.full(hi - lo, np.nan, np.float16))
+        start_level, first_epoch = self._start(name, epoch)
         return TrackedView(
             name=name,
             count=count,
@@ -467,21 +468,18 @@ class LossTracker:
             last=self.last[lo:hi],
             hard_bits=self.hard_bits[lo:hi],
             history=np.stack(rows),
-            start_level=self._start_level(name, epoch),
-            first_epoch=self._first_epoch(name, epoch),
+            start_level=start_level,
+            first_epoch=first_epoch,
         )
 
-    def _first_epoch(self, name: str, epoch: int) -> int:
+    def _start(self, name: str, epoch: int) -> tuple[float, int]:
+        """The dataset's start level and the epoch it is from; in its first observed
+        epoch, that epoch's median so far ((NaN, -1): nothing observed yet)."""
         i = self.names.index(name)
         if self.start_epochs[i] >= 0:
-            return int(self.start_epochs[i])
-        return epoch if not math.isnan(self._epoch_median(i, epoch)) else -1
-
-    def _start_level(self, name: str, epoch: int) -> float:
-        """The dataset's start level; in its first observed epoch, that epoch's median so far."""
-        i = self.names.index(name)
-        known = float(self.start_levels[i])
-        return known if not math.isnan(known) else self._epoch_median(i, epoch)
+            return float(self.start_levels[i]), int(self.start_epochs[i])
+        level = self._epoch_median(i, epoch)
+        return level, (-1 if math.isnan(level) else epoch)
 
     @property
     def nbytes(self) -> int:
