@@ -44,7 +44,10 @@ instead:
 * ``no_flag_for_good``: the defaults with ``noise_guard.flag_for_good: false``
   (the start-level test judged afresh every epoch); run with ``--epochs 20``
   on noisy labels (``make bench`` runs it beside ``uniform``, ``placebo`` and
-  ``defaults``), where the model has time to memorise wrong labels.
+  ``defaults``), where the model has time to memorise wrong labels;
+* the sensitivity sweep (``SWEEP``): the defaults with one setting changed
+  (start epoch 3 or 4, patience 2, selector fraction 0.05 or 0.2, mean
+  aggregation, EMA decay 0.8, guard window 3, streak cap 2 or none, weight 5).
 
 Each arm's settings are recorded in the JSON (``setup.arm_settings``), so a
 page built later knows what ``defaults`` meant when the runs were made.
@@ -83,9 +86,26 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 NEVER = 10_000  # a start epoch no run reaches: the control's trigger never fires
 FORCE_DELTA = 1e6  # "improved by less than 10^6 relative" always holds: fire at start_epoch
+# One default changed at a time (``--arms``; ``make bench`` runs them on the
+# text task as the sensitivity sweep): each default is kept only if its
+# neighbours do no better.
+SWEEP = {
+    "start_epoch3": {"start_epoch": 3},
+    "start_epoch4": {"start_epoch": 4},
+    "patience2": {"patience": 2},
+    "fraction0.05": {"selector": {"mode": "percentile", "value": 0.05}},
+    "fraction0.2": {"selector": {"mode": "percentile", "value": 0.2}},
+    "mean_aggregation": {"aggregation": {"mode": "mean"}},
+    "ema_decay0.8": {"aggregation": {"ema_decay": 0.8}},
+    "window3": {"noise_guard": {"window": 3}},
+    "streak2": {"noise_guard": {"max_hard_streak": 2}},
+    "no_streak_cap": {"noise_guard": {"max_hard_streak": 16}},
+    "weight5": {"hard_weight": 5.0},
+}
+SWEEP_ARMS = tuple(SWEEP)
 ARMS = (
     "uniform", "placebo", "defaults", "sticky_guard", "improvement_guard", "original", "guard_off", "correction_off",
-    "weight2", "no_flag_for_good",
+    "weight2", "no_flag_for_good", *SWEEP_ARMS,
 )
 CONDITIONS = ("clean", "noisy")
 NOISE_SHARE = 0.1
@@ -171,6 +191,8 @@ def arm_section(arm: str, *, mine_from: int | None, train_size: int) -> dict[str
         "sticky_guard": {**forced, "noise_guard": {"rule": "sticky"}},
         "no_flag_for_good": {**forced, "noise_guard": {"flag_for_good": False}},
         "weight2": {**forced, "hard_weight": 2.0},
+        # A sweep arm changes one default; a forced trigger overrides its own start epoch.
+        **{name: {**change, **forced} for name, change in SWEEP.items()},
     }
     if arm not in sections:
         raise ValueError(f"unknown arm {arm!r}; expected one of {ARMS}")
