@@ -11,7 +11,7 @@ import yaml
 from PIL import Image
 
 from hardmine.data.records import DenseCaptionRecord, read_jsonl
-from hardmine.data.synth import HARD_SHARE, make_dataset
+from hardmine.data.synth import COMMON_COLOURS, HARD_SHARE, make_dataset
 
 SMALL = dict(target_size=40, source_sizes={"shapes_a": 12, "shapes_b": 8}, val_size=20, image_size=64)
 
@@ -116,6 +116,18 @@ def test_rewriting_smaller_removes_stale_images_only(tmp_path):
     assert yaml.safe_load(fusion.read_text())["sources"] == []
 
 
+def test_crowded_preset_has_one_object_scenes_and_a_crowded_hard_slice(tmp_path):
+    make_dataset(tmp_path, seed=1, target_size=40, source_sizes={}, val_size=20, target_preset="crowded")
+    for split in ("train", "val"):
+        records, _ = read_jsonl(tmp_path / "target" / f"{split}.jsonl")
+        counts = {"easy": set(), "hard": set()}
+        for record in records:
+            counts[record.metadata["slice"]].add(len(record.objects))
+            assert {o.desc.split(" ")[0] for o in record.objects} <= set(COMMON_COLOURS)
+        assert counts["easy"] == {1}
+        assert counts["hard"] and counts["hard"] <= {2, 3}
+
+
 @pytest.mark.parametrize(
     "changes, message",
     [
@@ -124,6 +136,7 @@ def test_rewriting_smaller_removes_stale_images_only(tmp_path):
         ({"val_size": 0}, "val_size: got 0; expected an integer >= 1"),
         ({"target_size": 2.5}, "target_size: got 2.5"),
         ({"image_size": 8}, "image_size: got 8; expected an integer in [32, 2048]"),
+        ({"target_preset": "busy"}, "target_preset: got 'busy'; expected one of standard, crowded"),
     ],
 )
 def test_bad_arguments_are_errors(tmp_path, changes, message):
