@@ -687,22 +687,26 @@ LOWER_IS_BETTER = {"loss"}
 
 
 def summarize(runs: list[dict], mine_from: int | None) -> dict:
-    """Per task, condition and arm: final metrics over seeds and paired differences to uniform."""
+    """Per task, condition and arm: final metrics over seeds and paired differences to uniform
+    (and to ``placebo`` and ``defaults``, where those ran: the sweep arms are read against ``defaults``)."""
     summary: dict[str, Any] = {}
     for (task, condition), group in sorted(_group(runs, "task", "condition").items()):
         controls = {r["seed"]: r for r in group if r["arm"] == "uniform"}
         placebos = {r["seed"]: r for r in group if r["arm"] == "placebo"}
+        defaults = {r["seed"]: r for r in group if r["arm"] == "defaults"}
         entry: dict[str, Any] = {"arms": {}, "trigger": trigger_summary(controls, mine_from)}
         for (arm,), arm_runs in sorted(_group(group, "arm").items()):
             arm_runs = sorted(arm_runs, key=lambda r: r["seed"])
-            a: dict[str, Any] = {"seeds": [r["seed"] for r in arm_runs], "metrics": {}, "paired": {}, "paired_placebo": {}}
+            a: dict[str, Any] = {"seeds": [r["seed"] for r in arm_runs], "metrics": {}, "paired": {}, "paired_placebo": {}, "paired_defaults": {}}
             for slice_name, metric in METRICS:
                 values = [final_metric(r, slice_name, metric) for r in arm_runs]
                 if any(v is None for v in values):
                     continue
                 key = f"{slice_name}_{metric}"
                 a["metrics"][key] = stats(values)
-                for field, refs, own in (("paired", controls, "uniform"), ("paired_placebo", placebos, "placebo")):
+                for field, refs, own in (
+                    ("paired", controls, "uniform"), ("paired_placebo", placebos, "placebo"), ("paired_defaults", defaults, "defaults"),
+                ):
                     if arm not in ("uniform", own) and refs and all(r["seed"] in refs for r in arm_runs):
                         base = [final_metric(refs[r["seed"]], slice_name, metric) for r in arm_runs]
                         a[field][key] = paired_stats(values, base, lower_is_better=metric in LOWER_IS_BETTER)

@@ -48,3 +48,36 @@ def test_signals_section_reports_each_rule_with_its_worst_seed():
     page = "\n".join(report.signals_section(signals))
     assert "| 2 | `start_level` | 5% (8%) | 90% (85%) | 30% (20%) | 5% (8%) |" in page
     assert "| 2 | loss level (last 2 epochs) | 0.95 (0.92) |" in page
+
+
+def _sweep_run(arm, seed, condition, hard, overall, corrupted=None):
+    run = _run(arm, seed, overall, corrupted)
+    for row in run["epochs"]:
+        row["hard"]["loss"] = hard
+    return {**run, "condition": condition}
+
+
+def test_sweep_section_pairs_each_arm_to_the_defaults_of_its_seed(tmp_path):
+    # fraction0.2 lowers clean hard loss in all 4 seeds; patience2 moves it up in two, down in two.
+    runs = []
+    for seed in range(4):
+        for condition in ("clean", "noisy"):
+            runs += [
+                _sweep_run("uniform", seed, condition, 1.2, 1.0),
+                _sweep_run("defaults", seed, condition, 1.0, 1.0, 0.05),
+                _sweep_run("fraction0.2", seed, condition, 0.9, 1.0, 0.08),
+                _sweep_run("patience2", seed, condition, 1.1 if seed % 2 else 0.9, 1.0, 0.05),
+            ]
+    sweep = {
+        "meta": META, "wall_s": 600.0,
+        "setup": {"tasks": {"text": {"epochs": 8}}, "plan": {"text": {"seeds": [0, 1, 2, 3]}}},
+        "summary": quality.summarize(runs, None),
+    }
+    page = "\n".join(report.sweep_section(sweep, tmp_path))
+    assert (tmp_path / "sweep.png").stat().st_size > 0
+    assert "| `fraction0.2` | `selector.value: 0.2` | -10.0% (4/4 better; better) |" in page
+    assert "| `patience2` | `patience: 2` | +0.0% (2/4 better; no clear difference) |" in page
+    assert "8% (defaults 5%)" in page
+    row = report.sweep_evidence(sweep, "fraction0.2")
+    assert row.startswith("sweep, against the defaults: `selector.value: 0.2`: clean hard Δ -10.0%")
+    assert report.sweep_section(None, tmp_path) == [] and report.sweep_evidence(None, "patience2") is None
