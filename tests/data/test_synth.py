@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -147,10 +146,10 @@ def test_bad_arguments_are_errors(tmp_path, changes, message):
 
 
 @pytest.mark.integration
-def test_demo_sized_corpus_is_fast(tmp_path):
-    start = time.perf_counter()
+def test_demo_sized_corpus_has_every_split_and_its_hard_slice(tmp_path):
+    # How long this takes is the business of benchmarks, not of a test.
     make_dataset(tmp_path, seed=0, target_size=600, source_sizes={"shapes_a": 300, "shapes_b": 300}, val_size=100)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 10.0, f"took {elapsed:.1f} s"
+    for name, count in (("shapes_a", 300), ("shapes_b", 300)):
+        assert len(read_jsonl(tmp_path / name / "train.jsonl")[0]) == count
     records, _ = read_jsonl(tmp_path / "target" / "train.jsonl")
     assert sum(r.metadata["slice"] == "hard" for r in records) == 90
