@@ -22,8 +22,10 @@ from hardmine.recipe.run import run_training
 def main() -> None:
     config, ready = sys.argv[1], Path(sys.argv[2])
     # A terminal's Ctrl-C reaches a process with Python's own SIGINT handling. A child
-    # inherits an ignored or blocked SIGINT from its parent (the test runner, after
-    # whatever earlier tests did to it), so say what was inherited and start afresh.
+    # inherits an ignored or blocked SIGINT from its parent: a test runner started
+    # with `&` from a non-interactive shell (CI scripts, make recipes) runs with
+    # SIGINT ignored, as POSIX shells do for background commands. So say what was
+    # inherited and start afresh.
     print(f"inherited SIGINT handler {signal.getsignal(signal.SIGINT)!r}, blocked {signal.pthread_sigmask(signal.SIG_BLOCK, [])!r}",
           file=sys.stderr, flush=True)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
