@@ -71,6 +71,10 @@ bench: $(STAMP) $(STAMP_TRL)
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python benchmarks/quality.py --tasks text --epochs 20 --conditions noisy \
 		--arms uniform placebo defaults no_flag_for_good --out /tmp/hardmine-quality-long --work /tmp/hardmine-quality-long/work
 	cp /tmp/hardmine-quality-long/quality.json benchmarks/results/quality-long.json
+	# One default changed at a time (text task), paired to the defaults.
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python benchmarks/quality.py --sweep \
+		--out /tmp/hardmine-quality-sweep --work /tmp/hardmine-quality-sweep/work
+	cp /tmp/hardmine-quality-sweep/quality.json benchmarks/results/quality-sweep.json
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/overhead.py --repeats 60 --out benchmarks/results/overhead.json
 	OMP_NUM_THREADS=1 $(VENV_TRL)/bin/python benchmarks/overhead.py --repeats 60 --configs trl-text --scale 1000 \
 		--out benchmarks/results/overhead-trl.json

@@ -6,6 +6,7 @@
     python benchmarks/quality.py --tasks text --out A & python benchmarks/quality.py --tasks vl --out B
     python benchmarks/quality.py --merge A B          # one core each; then one report in --out
     python benchmarks/quality.py --tasks text --seeds 0 1 2
+    python benchmarks/quality.py --sweep --out S          # the defaults with one setting changed at a time
 
 Two tasks, each with a harder minority slice, trained with hardmine as a user
 would (no training code of its own here):
@@ -879,6 +880,8 @@ def parse_args(argv=None):
     ap.add_argument("--quick", action="store_true", help="tiny sizes, one seed, two arms, clean and noisy (~2 min)")
     ap.add_argument("--tasks", nargs="+", default=None, choices=("text", "vl"))
     ap.add_argument("--arms", nargs="+", default=None, choices=ARMS)
+    ap.add_argument("--sweep", action="store_true",
+                    help="the sensitivity sweep: uniform, placebo, defaults and every sweep arm (default task: text)")
     ap.add_argument("--conditions", nargs="+", default=None, choices=CONDITIONS)
     ap.add_argument("--seeds", nargs="+", type=int, default=None)
     ap.add_argument("--epochs", type=int, default=None,
@@ -891,7 +894,11 @@ def parse_args(argv=None):
                     help="merge the quality.json of runs made in parallel (same commit, different tasks) into <out>; train nothing")
     ap.add_argument("--resummarize", action="store_true", help="recompute the summary of <out>/quality.json from its runs; train nothing")
     opts = ap.parse_args(argv)
-    opts.tasks = opts.tasks or ["text", "vl"]
+    if opts.sweep and opts.arms:
+        ap.error("--sweep names its own arms; leave --arms out")
+    if opts.sweep:
+        opts.arms = ["uniform", "placebo", "defaults", *SWEEP_ARMS]
+    opts.tasks = opts.tasks or (["text"] if opts.sweep else ["text", "vl"])
     opts.conditions = opts.conditions or list(CONDITIONS)
     if opts.quick and opts.mine_from is None:
         opts.mine_from = 1  # 3 quick epochs: the default trigger would first mine in the last one

@@ -1,0 +1,39 @@
+"""The quality benchmark's command line: what each option plans to run."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+import quality  # noqa: E402
+
+
+def test_sweep_runs_the_text_task_with_the_defaults_and_every_sweep_arm():
+    opts = quality.parse_args(["--sweep"])
+    seeds, arms = opts.plan["text"]
+    assert list(opts.plan) == ["text"] and seeds == quality.FULL_PLAN["text"][0]
+    assert arms == ["uniform", "placebo", "defaults", *quality.SWEEP_ARMS]
+
+
+def test_sweep_arms_change_exactly_one_default_each():
+    from hardmine.core import MiningSettings
+    import dataclasses
+
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    defaults = flat(dataclasses.asdict(MiningSettings()))
+    for arm in quality.SWEEP_ARMS:
+        changed = flat(dataclasses.asdict(quality.arm_settings(arm, mine_from=None, train_size=100)))
+        assert len({k for k in defaults if defaults[k] != changed[k]}) == 1, arm
+
+
+def test_sweep_and_arms_together_are_refused(capsys):
+    with pytest.raises(SystemExit):
+        quality.parse_args(["--sweep", "--arms", "defaults"])
+    assert "--sweep names its own arms" in capsys.readouterr().err
