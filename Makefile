@@ -68,6 +68,8 @@ bench: $(STAMP) $(STAMP_TRL)
 		--work /tmp/hardmine-quality-vl/work && wait $$text
 	$(BIN)/python benchmarks/quality.py --merge /tmp/hardmine-quality-text /tmp/hardmine-quality-vl --out benchmarks/results
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python benchmarks/signals.py --out benchmarks/results
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python benchmarks/token_signals.py --work /tmp/hardmine-quality-vl/work \
+		--out benchmarks/results
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python benchmarks/quality.py --tasks text --epochs 20 --conditions noisy \
 		--arms uniform placebo defaults no_flag_for_good --out /tmp/hardmine-quality-long --work /tmp/hardmine-quality-long/work
 	cp /tmp/hardmine-quality-long/quality.json benchmarks/results/quality-long.json

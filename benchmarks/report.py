@@ -959,6 +959,39 @@ def sweep_section(sweep: dict | None, images: Path) -> list[str]:
     return L + [""]
 
 
+TOKEN_STAT_NOTES = {
+    "mean": "mean token loss (what hardmine records)",
+    "max": "the worst token's loss",
+    "top3": "mean of the 3 worst tokens",
+}
+
+
+def token_signals_section(data: dict | None) -> list[str]:
+    """How well statistics of a sample's token losses rank the VL task's wrong labels (``token_signals.py``)."""
+    if not data:
+        return []
+    L = [
+        "## Wrong labels in dense captions: the mean token loss dilutes them (`benchmarks/token_signals.py`)", "",
+        f"Suite {provenance(data['meta'])}, seeds {data['seeds']}, {data['wall_s'] / 60:.1f} min. The final model of each "
+        "noisy `uniform` VL run scores its own training samples (their noisy labels, no augmentation). A wrong description "
+        "is 2-3 tokens of a caption's ~20, so its mean token loss moves little. AUC: how often a wrong label scores above "
+        "a clean sample (0.5 = chance); mean over seeds, worst seed in brackets. The top-10% column is the share of wrong "
+        "labels among the 10% highest-scoring samples (base rate 10%): a miner ranking by that statistic with no guard "
+        "would mine about that share.",
+        "",
+    ]
+    rows = []
+    for stat, m in data["summary"].items():
+        rows.append([
+            f"`{stat}`", TOKEN_STAT_NOTES.get(stat, stat),
+            f"{fmt(m['auc_wrong_vs_clean']['mean'], 2)} ({fmt(m['auc_wrong_vs_clean']['min'], 2)})",
+            f"{fmt(m['auc_wrong_vs_clean_hard']['mean'], 2)} ({fmt(m['auc_wrong_vs_clean_hard']['min'], 2)})",
+            f"{pct(m['top10_wrong_share']['mean'], 0, sign=False)} ({pct(m['top10_wrong_share']['max'], 0, sign=False)})",
+        ])
+    L += table(["statistic", "what", "AUC wrong vs clean", "AUC wrong vs clean hard slice", "wrong labels in the top 10%"], rows)
+    return L + [""]
+
+
 SIGNAL_RULE_NOTES = {
     "none": "no guard",
     "improvement": "own raw loss must fall 10% over 2 epochs (rules `improvement`/`sticky` at their first selection)",
@@ -1014,7 +1047,7 @@ def signals_section(signals: dict | None) -> list[str]:
 
 def build_page(
     report: dict, docs: Path, overheads: list[dict] | None = None, signals: dict | None = None, long: dict | None = None,
-    sweep: dict | None = None,
+    sweep: dict | None = None, token_signals: dict | None = None,
 ) -> str:
     meta = report["meta"]
     images = docs / "benchmarks"
@@ -1107,6 +1140,7 @@ def build_page(
                 L += [""]
     L += ["## Mined sets", "", "![mined shares](benchmarks/mined_shares.png)", ""]
     L += signals_section(signals)
+    L += token_signals_section(token_signals)
     L += long_section(long)
     L += sweep_section(sweep, images)
     L += overhead_section(overheads or [], images)
@@ -1126,7 +1160,7 @@ def main(argv=None) -> int:
     report = json.loads((results / "quality.json").read_text(encoding="utf-8"))
     docs.mkdir(parents=True, exist_ok=True)
     page = build_page(report, docs, load_overhead(results), load_result(results, "signals.json"), load_result(results, "quality-long.json"),
-                      load_result(results, "quality-sweep.json"))
+                      load_result(results, "quality-sweep.json"), load_result(results, "token-signals.json"))
     (docs / "benchmarks.md").write_text(page, encoding="utf-8")
     print(f"wrote {docs / 'benchmarks.md'}")
     return 0

@@ -81,3 +81,17 @@ def test_sweep_section_pairs_each_arm_to_the_defaults_of_its_seed(tmp_path):
     row = report.sweep_evidence(sweep, "fraction0.2")
     assert row.startswith("sweep, against the defaults: `selector.value: 0.2`: clean hard Δ -10.0%")
     assert report.sweep_section(None, tmp_path) == [] and report.sweep_evidence(None, "patience2") is None
+
+
+def test_token_signals_section_tables_each_statistic_with_its_worst_seed():
+    def m(mean, lo, hi):
+        return {"mean": mean, "min": lo, "max": hi, "std": 0.0}
+
+    data = {
+        "meta": META, "wall_s": 30.0, "seeds": [0, 1],
+        "summary": {"max": {"auc_wrong_vs_clean": m(0.87, 0.85, 0.89), "auc_wrong_vs_clean_hard": m(0.73, 0.7, 0.76),
+                            "top10_wrong_share": m(0.53, 0.5, 0.57)}},
+    }
+    page = "\n".join(report.token_signals_section(data))
+    assert "| `max` | the worst token's loss | 0.87 (0.85) | 0.73 (0.70) | 53% (57%) |" in page
+    assert report.token_signals_section(None) == []

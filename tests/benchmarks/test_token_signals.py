@@ -1,0 +1,33 @@
+"""The token-signal scores: statistics of a sample's token losses and how they rank wrong labels."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+import token_signals  # noqa: E402
+
+
+def test_statistics_of_one_sample():
+    stats = token_signals.token_statistics(np.array([0.1, 4.0, 0.2, 2.0, 0.1]))
+    assert stats["mean"] == pytest.approx(1.28) and stats["max"] == 4.0 and stats["top3"] == pytest.approx(2.0666667)
+
+
+def test_auc_counts_ties_half_and_orders_perfectly_separated_groups():
+    assert token_signals.auc([3.0, 4.0], [1.0, 2.0]) == 1.0
+    assert token_signals.auc([1.0, 2.0], [3.0, 4.0]) == 0.0
+    assert token_signals.auc([1.0], [1.0]) == 0.5
+
+
+def test_judge_scores_each_statistic_against_clean_and_clean_hard():
+    wrong = np.array([True, False, False, False, False, False, False, False, False, False])
+    hard = np.array([False, True, True, False, False, False, False, False, False, False])
+    # "max" puts the wrong label first; "mean" puts a hard clean sample above it.
+    stats = {"mean": np.array([1.0, 1.5, 0.5, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]),
+             "max": np.array([5.0, 3.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0])}
+    verdict = token_signals.judge(stats, wrong, hard)
+    assert verdict["max"] == {"auc_wrong_vs_clean": 1.0, "auc_wrong_vs_clean_hard": 1.0, "top10_wrong_share": 1.0}
+    assert verdict["mean"]["auc_wrong_vs_clean_hard"] == 0.5 and verdict["mean"]["top10_wrong_share"] == 0.0
