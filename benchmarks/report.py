@@ -974,7 +974,7 @@ def token_signals_section(data: dict | None) -> list[str]:
         "## Wrong labels in dense captions: the mean token loss dilutes them (`benchmarks/token_signals.py`)", "",
         f"Suite {provenance(data['meta'])}, seeds {data['seeds']}, {data['wall_s'] / 60:.1f} min. The final model of each "
         "noisy `uniform` VL run scores its own training samples (their noisy labels, no augmentation). A wrong description "
-        "is 2-3 tokens of a caption's ~20, so its mean token loss moves little. AUC: how often a wrong label scores above "
+        "is 2 tokens (colour and shape) of the 26 or more of a one-object caption, so its mean token loss moves little. AUC: how often a wrong label scores above "
         "a clean sample (0.5 = chance); mean over seeds, worst seed in brackets. The top-10% column is the share of wrong "
         "labels among the 10% highest-scoring samples (base rate 10%): a miner ranking by that statistic with no guard "
         "would mine about that share.",

@@ -3,8 +3,8 @@
     python benchmarks/token_signals.py --work /tmp/hardmine-quality-vl/work   # after quality.py --tasks vl
 
 hardmine mines on each sample's mean token cross-entropy. In a dense caption a
-wrong description is 2-3 tokens among the ~20 of its coordinates and JSON, so
-the mean dilutes it. This script takes the final model of each noisy ``uniform``
+wrong description is 2 tokens (colour and shape) among the 26 or more of a
+one-object caption (coordinate digits and JSON), so the mean dilutes it. This script takes the final model of each noisy ``uniform``
 run of the VL quality suite, scores every training sample (the same noisy
 labels it trained on, no augmentation), and asks how well each statistic of the
 sample's token losses ranks wrong labels above clean samples, and above clean
