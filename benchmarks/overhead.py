@@ -209,11 +209,15 @@ def mining_step_at_scale(size: int, epochs: int = 3) -> dict:
     }
 
 
-def git_commit() -> str:
+def git_state() -> tuple[str, bool]:
+    """The commit the measurement runs, and whether tracked files differ from it."""
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        run = dict(capture_output=True, text=True, check=True)
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], **run).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], **run).stdout.strip())
+        return commit, dirty
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        return "unknown", False
 
 
 def main(argv=None) -> int:
@@ -226,6 +230,7 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    commit, dirty = git_state()  # at the start: the code that is measured, not what HEAD is by the end
     results = {}
     for config in args.configs:
         row = time_config(config, args.repeats)
@@ -238,7 +243,8 @@ def main(argv=None) -> int:
     print(f"end of epoch at {args.scale:,} samples: {scale['total_s']} s, peak {scale['peak_alloc_mib']} MiB", file=sys.stderr)
     report = {
         "benchmark": "hardmine.overhead/1",
-        "commit": git_commit(),
+        "commit": commit,
+        "dirty": dirty,
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
                     "torch_threads": torch.get_num_threads(), "device": "cpu"},
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -789,7 +789,7 @@ def overhead_section(overheads: list[dict], images: Path) -> list[str]:
             ms = r["step_ms_median"]
             rows.append([f"`{name}`", f"{ms['stock']:.1f}", f"{ms['mining']:.1f}", f"{r['time_ratio']:.3f}",
                          f"{r['peak_rss_mib']['stock']:.0f}", f"{r['peak_rss_mib']['mining']:.0f}", f"{r['memory_ratio']:.3f}",
-                         f"`{o['commit'][:12]}`"])
+                         f"`{o['commit'][:12]}`" + (" with uncommitted changes" if o.get("dirty") else "")])
     L += table(["configuration", "stock ms", "mining ms", "time ratio", "stock MiB", "mining MiB", "memory ratio", "commit"], rows)
     L += ["", "![overhead ratios](benchmarks/overhead.png)", ""]
     for o in overheads:
