@@ -14,7 +14,10 @@ Datasets written by :func:`make_dataset`:
   half of them in rare colour words (purple, orange, cyan, pink) that the easy
   samples never use. Every record says which slice it is in
   (``metadata.slice``: ``"hard"`` or ``"easy"``) so benchmarks can score the
-  hard slice apart.
+  hard slice apart. That is the ``standard`` preset (the demo's);
+  ``target_preset="crowded"`` (the quality benchmark's) draws one large
+  object per scene instead, and 2-3 smaller ones, common colours only, in the
+  hard slice.
 * ``shapes_a``: dark background, common colours plus white, larger objects.
 * ``shapes_b``: vertical colour gradient behind the objects, the rare colours
   plus red and blue. Together the sources carry the rare words too, as real
@@ -93,8 +96,6 @@ class Style:
     size: tuple[float, float]
     contrast: float = 1.0  # 1: the palette colour; lower blends it towards the background
     rare_share: float = 0.0  # hard scenes only: the share of objects named in a rare colour word
-
-
 
 
 TARGET_EASY = Style("target", COMMON_COLOURS, "light", (1, 3), (0.18, 0.34))
@@ -304,8 +305,12 @@ def make_dataset(
     out.mkdir(parents=True, exist_ok=True)
     target = {
         "name": TARGET_NAME,
-        "train_jsonl": _rel(write_split(out, TARGET_NAME, "train", target_size, seed=seed, image_size=image_size, target_preset=target_preset), out),
-        "val_jsonl": _rel(write_split(out, TARGET_NAME, "val", val_size, seed=seed, image_size=image_size, target_preset=target_preset), out),
+        **{
+            f"{split}_jsonl": _rel(
+                write_split(out, TARGET_NAME, split, size, seed=seed, image_size=image_size, target_preset=target_preset), out
+            )
+            for split, size in (("train", target_size), ("val", val_size))
+        },
     }
     sources = []
     for name in SOURCE_STYLES:  # fixed order, whatever the mapping's order
