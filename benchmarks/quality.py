@@ -48,7 +48,9 @@ instead:
   ``defaults``), where the model has time to memorise wrong labels;
 * the sensitivity sweep (``SWEEP``): the defaults with one setting changed
   (start epoch 3 or 4, patience 2, selector fraction 0.05 or 0.2, mean
-  aggregation, EMA decay 0.8, guard window 3, streak cap 2 or none, weight 5).
+  aggregation, EMA decay 0.8, guard window 3, streak cap 2 or none, weight 5,
+  top-k 10% of all target samples instead of 10% of the eligible ones,
+  aggregation from 2 epochs before the start epoch).
 
 Each arm's settings are recorded in the JSON (``setup.arm_settings``), so a
 page built later knows what ``defaults`` meant when the runs were made.
@@ -87,10 +89,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 NEVER = 10_000  # a start epoch no run reaches: the control's trigger never fires
 FORCE_DELTA = 1e6  # "improved by less than 10^6 relative" always holds: fire at start_epoch
-# One default changed at a time (``--arms``; ``make bench`` runs them on the
-# text task as the sensitivity sweep): each default is kept only if its
-# neighbours do no better.
-SWEEP = {
+# One default changed at a time (``--sweep``; ``make bench`` runs them on the
+# text task): each default is kept only if its neighbours do no better. A
+# change that depends on the target's size is a function of it.
+SWEEP: dict[str, dict | Callable[[int], dict]] = {
     "start_epoch3": {"start_epoch": 3},
     "start_epoch4": {"start_epoch": 4},
     "patience2": {"patience": 2},
@@ -102,6 +104,9 @@ SWEEP = {
     "streak2": {"noise_guard": {"max_hard_streak": 2}},
     "no_streak_cap": {"noise_guard": {"max_hard_streak": 16}},
     "weight5": {"hard_weight": 5.0},
+    # The same 10%, counted over all target samples instead of the eligible ones.
+    "top_k10": lambda train_size: {"selector": {"mode": "top_k", "k": math.ceil(0.1 * train_size), "value": None}},
+    "history2": {"aggregation": {"history_epochs": 2}},
 }
 SWEEP_ARMS = tuple(SWEEP)
 ARMS = (
@@ -197,7 +202,7 @@ def arm_section(arm: str, *, mine_from: int | None, train_size: int) -> dict[str
         "no_flag_for_good": {**forced, "noise_guard": {"flag_for_good": False}},
         "weight2": {**forced, "hard_weight": 2.0},
         # A sweep arm changes one default; a forced trigger overrides its own start epoch.
-        **{name: {**change, **forced} for name, change in SWEEP.items()},
+        **{name: {**(change(train_size) if callable(change) else change), **forced} for name, change in SWEEP.items()},
     }
     if arm not in sections:
         raise ValueError(f"unknown arm {arm!r}; expected one of {ARMS}")

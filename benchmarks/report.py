@@ -62,8 +62,8 @@ CALIBRATION_NOTES = {
 LIMITS = [
     "Every mining arm keeps the default trigger; other start epochs are compared only in the sensitivity sweep (text task).",
     "The sensitivity sweep changes one setting at a time, on the text task only: interactions between settings are not "
-    "measured. Not varied at all: the selector's mode, `percentile` counting eligible vs all samples (with `start_level` "
-    "the eligible are most of the target: see the guard tables), `aggregation.history_epochs`, `monitor`.",
+    "measured. Not varied at all: `monitor` (the benchmark evaluates outside the Trainer), the guard's `min_improvement` "
+    "(used by the `improvement` and `sticky` rules only).",
     "Seed spread is large at these sizes: the `placebo` arm (order change, no reweighting) moves the paired "
     "differences by about as much as several arms do. Compare arms with the `Δ vs placebo` columns too.",
     "The VL task's hard slice is crowded scenes, not rare or faint objects: the tiny model cannot learn those within a "
@@ -724,12 +724,13 @@ def defaults_table(report: dict, sweep: dict | None = None) -> list[str]:
         ("start_epoch", swept("start_epoch3", "start_epoch4", fallback="not varied (the guard's `window` needs epochs 1-2 of history)"), None),
         ("plateau_delta", None, trigger_evidence),
         ("patience", swept("patience2"), None),
-        ("selector.mode", "not varied (the original rule's top-k 10% compared as a whole)", None),
+        ("monitor", "not varied: the benchmark evaluates outside the Trainer, so there is no `eval_loss` to monitor", None),
+        ("selector.mode", swept("top_k10", fallback="not varied (the original rule's top-k 10% compared as a whole)"), None),
         ("selector.value", swept("fraction0.05", "fraction0.2"), None),
         ("hard_weight", None, weight_evidence),
         ("aggregation.mode", swept("mean_aggregation"), None),
         ("aggregation.ema_decay", swept("ema_decay0.8"), None),
-        ("aggregation.history_epochs", "not varied", None),
+        ("aggregation.history_epochs", swept("history2"), None),
         ("aggregation.progress_correction", None, correction_evidence),
         ("noise_guard.enabled", None, guard_evidence),
         ("noise_guard.rule", "see noise_guard.enabled", None),
@@ -867,11 +868,11 @@ def sweep_arms(sweep: dict | None) -> list[str]:
     return [a for a in SWEEP if a in ran]
 
 
-def sweep_change(arm: str) -> str:
-    """What a sweep arm changes, as YAML keys under ``custom.hard_sample_mining``."""
-    from quality import SWEEP
-
-    return ", ".join(f"`{k}: {v}`" for k, v in _flat(SWEEP[arm]).items() if not (k == "selector.mode" and v == "percentile"))
+def sweep_change(sweep: dict, arm: str) -> str:
+    """What a sweep arm changed against the defaults it ran beside, as keys under ``custom.hard_sample_mining``."""
+    ran = sweep["setup"]["arm_settings"]["text"]
+    base, changed = _flat(ran["defaults"]), _flat(ran[arm])
+    return ", ".join(f"`{k}: {changed[k]}`" for k in changed if changed[k] != base.get(k))
 
 
 def sweep_verdict(paired: dict | None) -> str:
@@ -899,7 +900,7 @@ def sweep_evidence(sweep: dict | None, *arms: str) -> str | None:
         return None
     clean, noisy = sweep["summary"].get("text/clean"), sweep["summary"].get("text/noisy")
     parts = [
-        f"{sweep_change(a)}: clean hard Δ {sweep_cell(clean, a, 'hard_loss')}, noisy overall Δ {sweep_cell(noisy, a, 'all_loss')}"
+        f"{sweep_change(sweep, a)}: clean hard Δ {sweep_cell(clean, a, 'hard_loss')}, noisy overall Δ {sweep_cell(noisy, a, 'all_loss')}"
         for a in arms if a in sweep_arms(sweep)
     ]
     return ("sweep, against the defaults: " + "; ".join(parts)) if parts else None
@@ -949,7 +950,7 @@ def sweep_section(sweep: dict | None, images: Path) -> list[str]:
         mined = ((noisy or {}).get("arms", {}).get(arm) or {}).get("mined", {}).get("overall", {})
         base = ((noisy or {}).get("arms", {}).get("defaults") or {}).get("mined", {}).get("overall", {})
         rows.append([
-            f"`{arm}`", sweep_change(arm),
+            f"`{arm}`", sweep_change(sweep, arm),
             sweep_cell(clean, arm, "hard_loss"), sweep_cell(clean, arm, "all_loss"), sweep_cell(noisy, arm, "all_loss"),
             f"{pct(mined.get('corrupted_share'), 0, sign=False)} (defaults {pct(base.get('corrupted_share'), 0, sign=False)})",
         ])

@@ -70,7 +70,10 @@ def test_sweep_section_pairs_each_arm_to_the_defaults_of_its_seed(tmp_path):
             ]
     sweep = {
         "meta": META, "wall_s": 600.0,
-        "setup": {"tasks": {"text": {"epochs": 8}}, "plan": {"text": {"seeds": [0, 1, 2, 3]}}},
+        "setup": {
+            "tasks": {"text": {"epochs": 8}}, "plan": {"text": {"seeds": [0, 1, 2, 3]}},
+            "arm_settings": quality.recorded_arm_settings({"text": ([0], ["defaults", "fraction0.2", "patience2"])}, quality.FULL, None),
+        },
         "summary": quality.summarize(runs, None),
     }
     page = "\n".join(report.sweep_section(sweep, tmp_path))
