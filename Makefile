@@ -56,9 +56,9 @@ test-swift: $(STAMP_SWIFT)
 test-trl: $(STAMP_TRL)
 	$(VENV_TRL)/bin/python -m pytest tests/train/test_trl.py tests/train/test_library_example.py tests/train/test_disabled_identity.py
 
-# Scale of the engine, then the quality suite (~1 h on one core) and the
-# per-step overhead (CPU; TRL in its own environment) and the results page
-# docs/benchmarks.md, regenerated from the JSON they write.
+# Scale of the engine, the quality suite, the signal replays, the long runs and
+# the sweep (about 2 h on two cores), the per-step overhead (CPU; TRL in its own
+# environment), then the results page docs/benchmarks.md from the JSON they write.
 bench: $(STAMP) $(STAMP_TRL)
 	$(BIN)/python benchmarks/core_scale.py --samples 10000000
 	# The two quality tasks side by side, one core each, then one report.
@@ -70,12 +70,13 @@ bench: $(STAMP) $(STAMP_TRL)
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python benchmarks/signals.py --out benchmarks/results
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python benchmarks/token_signals.py --work /tmp/hardmine-quality-vl/work \
 		--out benchmarks/results
+	# Side by side: 20-epoch noisy runs, and one default changed at a time (text task, paired to the defaults).
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python benchmarks/quality.py --tasks text --epochs 20 --conditions noisy \
-		--arms uniform placebo defaults no_flag_for_good --out /tmp/hardmine-quality-long --work /tmp/hardmine-quality-long/work
-	cp /tmp/hardmine-quality-long/quality.json benchmarks/results/quality-long.json
-	# One default changed at a time (text task), paired to the defaults.
+		--arms uniform placebo defaults no_flag_for_good --out /tmp/hardmine-quality-long \
+		--work /tmp/hardmine-quality-long/work & long=$$!; \
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python benchmarks/quality.py --sweep \
-		--out /tmp/hardmine-quality-sweep --work /tmp/hardmine-quality-sweep/work
+		--out /tmp/hardmine-quality-sweep --work /tmp/hardmine-quality-sweep/work && wait $$long
+	cp /tmp/hardmine-quality-long/quality.json benchmarks/results/quality-long.json
 	cp /tmp/hardmine-quality-sweep/quality.json benchmarks/results/quality-sweep.json
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/overhead.py --repeats 60 --out benchmarks/results/overhead.json
 	OMP_NUM_THREADS=1 $(VENV_TRL)/bin/python benchmarks/overhead.py --repeats 60 --configs trl-text --scale 1000 \
