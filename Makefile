@@ -68,7 +68,7 @@ bench: $(STAMP) $(STAMP_TRL)
 		--work /tmp/hardmine-quality-vl/work && wait $$text
 	$(BIN)/python benchmarks/quality.py --merge /tmp/hardmine-quality-text /tmp/hardmine-quality-vl --out benchmarks/results
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python benchmarks/signals.py --out benchmarks/results
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python benchmarks/token_signals.py --work /tmp/hardmine-quality-vl/work \
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python benchmarks/token_signals.py --suite /tmp/hardmine-quality-vl --work /tmp/hardmine-quality-vl/work \
 		--out benchmarks/results
 	# Side by side: 20-epoch noisy runs, and one default changed at a time (text task, paired to the defaults).
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python benchmarks/quality.py --tasks text --epochs 20 --conditions noisy \

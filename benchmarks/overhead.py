@@ -210,14 +210,10 @@ def mining_step_at_scale(size: int, epochs: int = 3) -> dict:
 
 
 def git_state() -> tuple[str, bool]:
-    """The commit the measurement runs, and whether tracked files differ from it."""
-    try:
-        run = dict(capture_output=True, text=True, check=True)
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], **run).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], **run).stdout.strip())
-        return commit, dirty
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown", False
+    """The commit the measurement runs, and whether its code differs from it (results and docs aside)."""
+    from quality import _git, code_is_dirty  # one provenance rule for every benchmark (this folder is on the path)
+
+    return _git("rev-parse", "HEAD") or "unknown", code_is_dirty()
 
 
 def main(argv=None) -> int:

@@ -719,6 +719,7 @@ def defaults_table(report: dict, sweep: dict | None = None) -> list[str]:
     def swept(*arms: str, fallback: str = "not varied"):
         return sweep_evidence(sweep, *arms) or fallback
 
+    window = sweep_evidence(sweep, "window3")
     rows = []
     keys = [
         ("start_epoch", swept("start_epoch3", "start_epoch4", fallback="not varied (the guard's `window` needs epochs 1-2 of history)"), None),
@@ -735,8 +736,8 @@ def defaults_table(report: dict, sweep: dict | None = None) -> list[str]:
         ("noise_guard.enabled", None, guard_evidence),
         ("noise_guard.rule", "see noise_guard.enabled", None),
         ("noise_guard.min_improvement", "used by rules `improvement` and `sticky` only; not varied", None),
-        ("noise_guard.window", swept("window3", fallback="guard-rule replay below: `start_level` on the last 2 epochs vs the last one")
-         + " (and the guard-rule replay below)", None),
+        ("noise_guard.window", f"{window} (and the guard-rule replay below)" if window
+         else "guard-rule replay below: `start_level` on the last 2 epochs vs the last one", None),
         ("noise_guard.max_hard_streak", swept("streak2", "no_streak_cap"), None),
     ]
     replayed = normalized(next(iter(summary.values()))["trigger"].get("default_settings", {}))
@@ -747,8 +748,9 @@ def defaults_table(report: dict, sweep: dict | None = None) -> list[str]:
         was = replayed.get(key, now[key]) if key in TRIGGER_KEYS else measured.get(key, now[key])
         status = "kept" if was == now[key] else f"**changed** from `{was}` after these runs"
         evidence = fixed if fn is None else both(fn)
-        if key == "hard_weight" and sweep_evidence(sweep, "weight5"):
-            evidence += "; " + sweep_evidence(sweep, "weight5")
+        heavier = sweep_evidence(sweep, "weight5") if key == "hard_weight" else None
+        if heavier:
+            evidence += "; " + heavier
         rows.append([f"`{key}`", f"`{now[key]}`", status, evidence])
     return table(["default", "value now", "vs the measured `defaults` arm", "evidence on this page"], rows)
 
@@ -794,7 +796,7 @@ def overhead_section(overheads: list[dict], images: Path) -> list[str]:
             ms = r["step_ms_median"]
             rows.append([f"`{name}`", f"{ms['stock']:.1f}", f"{ms['mining']:.1f}", f"{r['time_ratio']:.3f}",
                          f"{r['peak_rss_mib']['stock']:.0f}", f"{r['peak_rss_mib']['mining']:.0f}", f"{r['memory_ratio']:.3f}",
-                         f"`{o['commit'][:12]}`" + (" with uncommitted changes" if o.get("dirty") else "")])
+                         f"`{o['commit'][:12]}`" + {True: " with uncommitted changes", None: " (clean tree not recorded)"}.get(o.get("dirty"), "")])
     L += table(["configuration", "stock ms", "mining ms", "time ratio", "stock MiB", "mining MiB", "memory ratio", "commit"], rows)
     L += ["", "![overhead ratios](benchmarks/overhead.png)", ""]
     for o in overheads:
@@ -825,7 +827,7 @@ def load_result(results: Path, name: str) -> dict | None:
 def provenance(meta: dict) -> str:
     """When and at which commit a suite started ("with uncommitted changes" where the tree was dirty)."""
     commit = (meta.get("started_commit") or meta.get("commit") or "unknown")[:12]
-    return (f"started {meta.get('started_at', meta['timestamp'])} at commit `{commit}`"
+    return (f"started {meta.get('started_at') or meta.get('timestamp', 'at an unrecorded time')} at commit `{commit}`"
             + (" with uncommitted changes" if meta.get("dirty") else ""))
 
 
@@ -875,16 +877,34 @@ def sweep_change(sweep: dict, arm: str) -> str:
     return ", ".join(f"`{k}: {changed[k]}`" for k in changed if changed[k] != base.get(k))
 
 
+#: A sweep arm is "better" or "worse" than the defaults when its mean moves that way and
+#: at least this share of the seeds moves that way too (ties count for neither).
+CLEAR_SHARE = 0.75
+
+
 def sweep_verdict(paired: dict | None) -> str:
-    """A paired comparison in words: clearly better or worse needs the mean and three quarters of the seeds."""
+    """A paired loss comparison in words (lower is better)."""
     if not paired or paired.get("mean_relative") is None:
         return "–"
-    better, of, rel = paired["better_in"], paired["of"], paired["mean_relative"]
-    if rel < 0 and better >= 0.75 * of:
+    of, rel = paired["of"], paired["mean_relative"]
+    better, worse = sum(d < 0 for d in paired["diff"]), sum(d > 0 for d in paired["diff"])
+    if rel < 0 and better >= CLEAR_SHARE * of:
         return "better"
-    if rel > 0 and better <= 0.25 * of:
+    if rel > 0 and worse >= CLEAR_SHARE * of:
         return "worse"
     return "no clear difference"
+
+
+def fired_cell(sweep: dict, arm: str) -> str:
+    """When an arm's trigger first fired, per condition: the earliest and latest epoch and how many seeds never mined."""
+    parts = []
+    for condition in ("clean", "noisy"):
+        fired = ((sweep["summary"].get(f"text/{condition}") or {}).get("arms", {}).get(arm) or {}).get("fired_epoch") or []
+        epochs = [e for e in fired if e is not None]
+        span = "–" if not epochs else (f"{min(epochs)}" if min(epochs) == max(epochs) else f"{min(epochs)}-{max(epochs)}")
+        never = len(fired) - len(epochs)
+        parts.append(f"{condition} {span}" + (f", never in {never}/{len(fired)}" if never else ""))
+    return "; ".join(parts)
 
 
 def sweep_cell(entry: dict | None, arm: str, key: str) -> str:
@@ -929,7 +949,7 @@ def plot_sweep(sweep: dict, path: Path) -> None:
 
 
 def sweep_section(sweep: dict | None, images: Path) -> list[str]:
-    """The defaults with one setting changed at a time (``quality.py --arms <sweep arms>``)."""
+    """The defaults with one setting changed at a time (``quality.py --sweep``)."""
     if not sweep:
         return []
     meta, setup = sweep["meta"], sweep["setup"]
@@ -939,8 +959,9 @@ def sweep_section(sweep: dict | None, images: Path) -> list[str]:
         "## Sensitivity: the defaults with one setting changed", "",
         f"`text` task, seeds {setup['plan']['text']['seeds']}, clean and noisy labels; {provenance(meta)}, "
         f"{sweep['wall_s'] / 60:.1f} min. Each arm is paired to the `defaults` run of its seed (identical until the first "
-        "plan, except where the change moves the trigger). \"better\"/\"worse\": the mean moves that way and at least "
-        "three quarters of the seeds agree.",
+        "plan, except where the change moves the trigger: see when each fired; a seed whose trigger never fired did not "
+        f"mine at all). \"better\"/\"worse\": the mean moves that way and at least {CLEAR_SHARE:.0%} of the seeds "
+        "move that way too.",
         "",
         "![sweep](benchmarks/sweep.png)",
         "",
@@ -950,11 +971,11 @@ def sweep_section(sweep: dict | None, images: Path) -> list[str]:
         mined = ((noisy or {}).get("arms", {}).get(arm) or {}).get("mined", {}).get("overall", {})
         base = ((noisy or {}).get("arms", {}).get("defaults") or {}).get("mined", {}).get("overall", {})
         rows.append([
-            f"`{arm}`", sweep_change(sweep, arm),
+            f"`{arm}`", sweep_change(sweep, arm), fired_cell(sweep, arm),
             sweep_cell(clean, arm, "hard_loss"), sweep_cell(clean, arm, "all_loss"), sweep_cell(noisy, arm, "all_loss"),
             f"{pct(mined.get('corrupted_share'), 0, sign=False)} (defaults {pct(base.get('corrupted_share'), 0, sign=False)})",
         ])
-    L += table(["arm", "change", "clean: hard loss Δ", "clean: overall Δ", "noisy: overall Δ", "noisy: mined corrupted"], rows)
+    L += table(["arm", "change", "first mined at epoch", "clean: hard loss Δ", "clean: overall Δ", "noisy: overall Δ", "noisy: mined corrupted"], rows)
     for key, entry in (("clean", clean), ("noisy", noisy)):
         if entry and "defaults" in entry["arms"]:
             p = entry["arms"]["defaults"]["paired"]
@@ -971,18 +992,27 @@ TOKEN_STAT_NOTES = {
 }
 
 
+def _count_range(c: dict) -> str:
+    return f"{c['min']}" if c["min"] == c["max"] else f"{c['min']}-{c['max']}"
+
+
 def token_signals_section(data: dict | None) -> list[str]:
     """How well statistics of a sample's token losses rank the VL task's wrong labels (``token_signals.py``)."""
     if not data:
         return []
     L = [
         "## Wrong labels in dense captions: the mean token loss dilutes them (`benchmarks/token_signals.py`)", "",
-        f"Suite {provenance(data['meta'])}, seeds {data['seeds']}, {data['wall_s'] / 60:.1f} min. The final model of each "
-        "noisy `uniform` VL run scores its own training samples (their noisy labels, no augmentation). A wrong description "
-        "is 2 tokens (colour and shape) of the 26 or more of a one-object caption, so its mean token loss moves little. AUC: how often a wrong label scores above "
-        "a clean sample (0.5 = chance); mean over seeds, worst seed in brackets. The top-10% column is the share of wrong "
-        "labels among the 10% highest-scoring samples (base rate 10%): a miner ranking by that statistic with no guard "
-        "would mine about that share.",
+        f"Scoring {provenance(data['meta'])}, {data['wall_s'] / 60:.1f} min, on the models of the VL quality suite "
+        + (f"{provenance(data['suite'])}" if "suite" in data else "(suite not recorded)")
+        + f", seeds {data['seeds']}. The final model of each noisy `uniform` VL run scores its own training samples "
+        "(their noisy labels, no augmentation)."
+        + (f" A description is {_count_range(data['token_counts']['description_tokens'])} tokens (colour and shape) of a "
+           f"caption's {_count_range(data['token_counts']['supervised_tokens'])} supervised tokens (median "
+           f"{data['token_counts']['supervised_tokens']['median']:g}), so a wrong one moves the mean token loss little."
+           if "token_counts" in data else "")
+        + " AUC: how often a wrong label scores above a clean sample (0.5 = chance); mean over seeds, worst seed in "
+        "brackets. The top-10% column is the share of wrong labels among the 10% highest-scoring samples (the base rate "
+        "is the suite's noise share): a miner ranking by that statistic with no guard would mine about that share.",
         "",
     ]
     rows = []

@@ -1,10 +1,12 @@
 """Which per-sample loss statistic tells the VL task's wrong labels apart? Scored on the trained controls.
 
-    python benchmarks/token_signals.py --work /tmp/hardmine-quality-vl/work   # after quality.py --tasks vl
+    python benchmarks/quality.py --tasks vl --out V --work V/work
+    python benchmarks/token_signals.py --suite V --work V/work
 
 hardmine mines on each sample's mean token cross-entropy. In a dense caption a
-wrong description is 2 tokens (colour and shape) among the 26 or more of a
-one-object caption (coordinate digits and JSON), so the mean dilutes it. This script takes the final model of each noisy ``uniform``
+wrong description is a couple of tokens (colour and shape) among the many of
+its coordinate digits and JSON, so the mean dilutes it (the JSON records both
+counts). This script takes the final model of each noisy ``uniform``
 run of the VL quality suite, scores every training sample (the same noisy
 labels it trained on, no augmentation), and asks how well each statistic of the
 sample's token losses ranks wrong labels above clean samples, and above clean
@@ -47,8 +49,9 @@ def auc(positive: np.ndarray, negative: np.ndarray) -> float:
     return float((p > n).mean() + 0.5 * (p == n).mean())
 
 
-def score_run(run_dir: Path, seed: int) -> dict[str, np.ndarray]:
-    """Per training sample of one finished VL run: each statistic of its token losses under the final model."""
+def score_run(run_dir: Path, seed: int) -> tuple[dict[str, np.ndarray], dict[str, list[int]]]:
+    """Per training sample of one finished VL run: each statistic of its token losses under the final model,
+    and the token counts (supervised tokens per sample, tokens per object description)."""
     import torch
 
     from hardmine.config import load_config
@@ -60,9 +63,15 @@ def score_run(run_dir: Path, seed: int) -> dict[str, np.ndarray]:
 
     cfg = load_config(run_dir / "config.yaml", checks=CHECKS)
     model, processor, _ = load_model_and_processor(str(run_dir / "final"))
-    dataset = CaptionDataset(check_data(cfg).train, processor=processor, seed=seed, max_length=cfg.data.max_length)
+    pools = check_data(cfg).train
+    dataset = CaptionDataset(pools, processor=processor, seed=seed, max_length=cfg.data.max_length)
     collator = PaddedCollator(pad_token_id=_pad_token_id(processor))
     rows = []
+    tokenizer = getattr(processor, "tokenizer", processor)
+    counts = {
+        "supervised_tokens": [],
+        "description_tokens": [len(tokenizer(o.desc)["input_ids"]) for r in pools[0].records for o in r.objects],
+    }
     model.eval()
     with torch.no_grad():
         for lo in range(0, len(dataset), 16):
@@ -72,7 +81,8 @@ def score_run(run_dir: Path, seed: int) -> dict[str, np.ndarray]:
             mask = target != -100
             ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target.clamp(min=0), reduction="none")
             rows += [token_statistics(ce[b][mask[b]].numpy()) for b in range(ce.shape[0])]
-    return {k: np.asarray([r[k] for r in rows]) for k in STATISTICS}
+            counts["supervised_tokens"] += mask.sum(1).tolist()
+    return {k: np.asarray([r[k] for r in rows]) for k in STATISTICS}, counts
 
 
 def judge(stats: dict[str, np.ndarray], wrong: np.ndarray, hard: np.ndarray) -> dict[str, dict[str, float]]:
@@ -90,34 +100,46 @@ def judge(stats: dict[str, np.ndarray], wrong: np.ndarray, hard: np.ndarray) -> 
 def main(argv=None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--work", required=True, help="the --work folder of a VL quality suite (quality.py --tasks vl)")
+    ap.add_argument("--suite", required=True, help="the --out folder of a VL quality suite (its quality.json)")
+    ap.add_argument("--work", required=True, help="that suite's --work folder (its trained runs)")
     ap.add_argument("--out", default=str(quality.REPO / "benchmarks" / "results"))
     opts = ap.parse_args(argv)
     import torch
 
     torch.set_num_threads(1)
     meta = quality.machine_meta()
+    suite = json.loads((Path(opts.suite) / "quality.json").read_text(encoding="utf-8"))
+    plan = suite["setup"]["plan"].get("vl")
+    if plan is None or "noisy" not in suite["setup"]["conditions"] or "uniform" not in plan["arms"]:
+        raise SystemExit(f"--suite {opts.suite}: its quality.json has no noisy uniform VL runs")
     started = time.perf_counter()
     per_seed: dict[str, Any] = {}
-    for seed_dir in sorted(Path(opts.work, "vl").glob("seed*"), key=lambda p: int(p.name[4:])):
+    counts: dict[str, list[int]] = {"supervised_tokens": [], "description_tokens": []}
+    for seed in plan["seeds"]:  # the suite's own seeds, not whatever else lies in --work
+        seed_dir = Path(opts.work, "vl", f"seed{seed}")
         run_dir = seed_dir / "noisy" / "uniform"
         if not (run_dir / "final").is_dir():
-            continue
-        seed = int(seed_dir.name[4:])
+            raise SystemExit(f"--work {opts.work}: no finished run at {run_dir} (seed {seed} of the suite)")
         lines = (seed_dir / "data" / "target" / "train.jsonl").read_text(encoding="utf-8").splitlines()
         hard = np.asarray([json.loads(line)["metadata"]["slice"] == "hard" for line in lines])
         wrong = np.zeros(hard.size, bool)
         wrong[quality.corrupted_indices(hard.size, seed)] = True
-        per_seed[str(seed)] = judge(score_run(run_dir, seed), wrong, hard)
+        stats, seed_counts = score_run(run_dir, seed)
+        per_seed[str(seed)] = judge(stats, wrong, hard)
+        for key, values in seed_counts.items():
+            counts[key] += values
         print(seed, json.dumps(per_seed[str(seed)]), flush=True)
-    if not per_seed:
-        raise SystemExit(f"--work {opts.work}: no finished noisy uniform VL run under vl/seed*/noisy/uniform/final")
     summary = {
         k: {m: quality.stats([per_seed[s][k][m] for s in per_seed]) for m in next(iter(per_seed.values()))[k]}
         for k in STATISTICS
     }
-    report = {"benchmark": "hardmine.token_signals/1", "meta": meta, "wall_s": round(time.perf_counter() - started, 1),
-              "seeds": [int(s) for s in per_seed], "per_seed": per_seed, "summary": summary}
+    report = {
+        "benchmark": "hardmine.token_signals/1", "meta": meta, "wall_s": round(time.perf_counter() - started, 1),
+        # The models scored were trained by the suite: its provenance, beside this script's own.
+        "suite": {k: suite["meta"].get(k) for k in ("started_commit", "started_at", "timestamp", "dirty")} | {"mode": suite["mode"]},
+        "seeds": [int(s) for s in per_seed], "per_seed": per_seed, "summary": summary,
+        "token_counts": {k: {"min": int(np.min(v)), "median": float(np.median(v)), "max": int(np.max(v))} for k, v in counts.items()},
+    }
     out = Path(opts.out) / "token-signals.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")

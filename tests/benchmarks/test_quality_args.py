@@ -33,9 +33,21 @@ def test_sweep_arms_change_exactly_one_setting_each():
         # The selector is one setting (mode and its k or value change together).
         settings = {k.split(".")[0] if k.startswith("selector.") else k for k in defaults if defaults[k] != changed[k]}
         assert len(settings) == 1, (arm, settings)
+    weight5 = quality.arm_settings("weight5", mine_from=None, train_size=100)
+    top_k = quality.arm_settings("top_k10", mine_from=None, train_size=1200).selector
+    assert weight5.hard_weight == 5.0 and (top_k.mode, top_k.k) == ("top_k", 120)
 
 
-def test_sweep_and_arms_together_are_refused(capsys):
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--sweep", "--arms", "defaults"], "--sweep names its own arms"),
+        (["--sweep", "--mine-from", "2"], "--sweep runs the full text task"),
+        (["--sweep", "--quick"], "--sweep runs the full text task"),
+        (["--sweep", "--tasks", "vl"], "--sweep runs the full text task"),
+    ],
+)
+def test_sweep_refuses_options_that_would_change_what_it_compares(capsys, argv, message):
     with pytest.raises(SystemExit):
-        quality.parse_args(["--sweep", "--arms", "defaults"])
-    assert "--sweep names its own arms" in capsys.readouterr().err
+        quality.parse_args(argv)
+    assert message in capsys.readouterr().err

@@ -68,6 +68,8 @@ def test_sweep_section_pairs_each_arm_to_the_defaults_of_its_seed(tmp_path):
                 _sweep_run("fraction0.2", seed, condition, 0.9, 1.0, 0.08),
                 _sweep_run("patience2", seed, condition, 1.1 if seed % 2 else 0.9, 1.0, 0.05),
             ]
+    never = next(r for r in runs if r["arm"] == "patience2" and r["seed"] == 0 and r["condition"] == "clean")
+    never["mining"] = []  # its trigger never fired: it never mined
     sweep = {
         "meta": META, "wall_s": 600.0,
         "setup": {
@@ -78,8 +80,8 @@ def test_sweep_section_pairs_each_arm_to_the_defaults_of_its_seed(tmp_path):
     }
     page = "\n".join(report.sweep_section(sweep, tmp_path))
     assert (tmp_path / "sweep.png").stat().st_size > 0
-    assert "| `fraction0.2` | `selector.value: 0.2` | -10.0% (4/4 better; better) |" in page
-    assert "| `patience2` | `patience: 2` | +0.0% (2/4 better; no clear difference) |" in page
+    assert "| `fraction0.2` | `selector.value: 0.2` | clean 2; noisy 2 | -10.0% (4/4 better; better) |" in page
+    assert "| `patience2` | `patience: 2` | clean 2, never in 1/4; noisy 2 | +0.0% (2/4 better; no clear difference) |" in page
     assert "8% (defaults 5%)" in page
     row = report.sweep_evidence(sweep, "fraction0.2")
     assert row.startswith("sweep, against the defaults: `selector.value: 0.2`: clean hard Δ -10.0%")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +103,15 @@ def test_same_seed_is_byte_identical_and_another_seed_differs(tmp_path, corpus):
     other = make_dataset(tmp_path / "other", seed=4, **SMALL)
     train = Path("target") / "train.jsonl"
     assert (other.parent / train).read_bytes() != (corpus.parent / train).read_bytes()
+
+
+def test_standard_preset_records_are_the_ones_the_demo_always_had(corpus):
+    # The records of SMALL at seed 3 as the generator wrote them before presets
+    # existed: a preset or a refactor must not move the demo's corpus by one draw.
+    digest = hashlib.sha256()
+    for name in ("target/train.jsonl", "target/val.jsonl", "shapes_a/train.jsonl", "shapes_b/train.jsonl"):
+        digest.update((corpus.parent / name).read_bytes())
+    assert digest.hexdigest() == "2987f6ee3afbe55d3f70abe0558ec4a315be7c16ccb6c08a10b9ed26b093029a"
 
 
 def test_rewriting_smaller_removes_stale_images_only(tmp_path):

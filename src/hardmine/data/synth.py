@@ -129,7 +129,7 @@ SOURCE_STYLES: dict[str, Style] = {
 def draw_scene(style: Style, rng: np.random.Generator, size: int, *, hard: bool = False):
     """Draw one scene; returns ``(PIL image, list of object dicts in record form)``.
 
-    ``hard`` (target only) draws half of the colours from the rare words.
+    ``hard`` (target only) names ``style.rare_share`` of the objects in rare colour words.
     """
     from PIL import Image, ImageDraw
 
