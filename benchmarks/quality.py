@@ -145,6 +145,7 @@ class VLSize:
 
     train: int = 300
     val: int = 200
+    preset: str = "crowded"  # hardmine.data.synth.TARGET_PRESETS
     epochs: int = 10
     batch: int = 8
     lr: float = 2e-3
@@ -431,10 +432,10 @@ SHAPE_WORDS = ("square", "triangle", "pentagon", "line")
 
 
 def make_vl_data(size: VLSize, seed: int, root: Path) -> dict[str, Any]:
-    """The synthetic corpus (target only, ``crowded`` preset) and a copy of its train split with 10% wrong labels."""
+    """The synthetic corpus (target only, ``size.preset``) and a copy of its train split with 10% wrong labels."""
     from hardmine.data.synth import make_dataset
 
-    make_dataset(root, seed=seed, target_size=size.train, source_sizes={}, val_size=size.val, target_preset="crowded")
+    make_dataset(root, seed=seed, target_size=size.train, source_sizes={}, val_size=size.val, target_preset=size.preset)
     target = root / "target"
     train_lines = (target / "train.jsonl").read_text(encoding="utf-8").splitlines()
     val_lines = (target / "val.jsonl").read_text(encoding="utf-8").splitlines()

@@ -431,6 +431,8 @@ def describe_setup(report: dict) -> list[str]:
     lines = []
     for task, size in s["tasks"].items():
         described = ", ".join(f"{k} {v}" for k, v in size.items())
+        if task == "vl" and "preset" not in size:
+            described += ", corpus preset not recorded (`crowded` for suites from commit 1b0303e on, `standard` before)"
         lines.append(f"- `{task}`: {TASK_NOTES.get(task, task)}. Sizes: {described}.")
     seeds = "; ".join(f"`{t}` {p['seeds']}" for t, p in s.get("plan", {}).items()) or str(s["seeds"])
     lines.append(
