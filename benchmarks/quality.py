@@ -219,6 +219,27 @@ def arm_settings(arm: str, *, mine_from: int | None, train_size: int):
 
 
 # ------------------------------------------------------------------ evaluation (shared)
+def token_losses(logits, labels):
+    """Per-token cross-entropy (0 where unsupervised) and the supervised-token mask, shifted as the
+    model shifts its labels (logit t predicts label t+1)."""
+    import torch
+
+    target = labels[:, 1:]
+    mask = target != -100
+    ce = torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), target.clamp(min=0), reduction="none")
+    return ce * mask, mask
+
+
+def caption_batches(dataset, collator, batch_size: int = 16) -> list[dict]:
+    """The model inputs of every sample of a caption dataset, in order, batched."""
+    from hardmine.data.collate import split_metadata
+
+    return [
+        split_metadata(collator([dataset[i] for i in range(lo, min(lo + batch_size, len(dataset)))]))[0]
+        for lo in range(0, len(dataset), batch_size)
+    ]
+
+
 def per_sample_scores(logits, labels, tokenizer=None) -> dict[str, np.ndarray]:
     """Per sample: mean CE over supervised tokens, correct and supervised token counts.
 
@@ -227,14 +248,9 @@ def per_sample_scores(logits, labels, tokenizer=None) -> dict[str, np.ndarray]:
     exactly the sample greedy decoding reproduces, so ``correct == tokens`` is
     exact match without generating.
     """
-    import torch
-
-    logits = logits[:, :-1].float()
+    ce, mask = token_losses(logits, labels)
     target = labels[:, 1:]
-    mask = target != -100
-    safe = target.clamp(min=0)
-    ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), safe, reduction="none") * mask
-    hit = (logits.argmax(-1) == safe) & mask
+    hit = (logits[:, :-1].argmax(-1) == target.clamp(min=0)) & mask
     tokens = mask.sum(1)
     scores = {
         "loss": (ce.sum(1) / tokens.clamp(min=1)).numpy(),
@@ -469,7 +485,6 @@ def run_vl(size: VLSize, data: dict, *, condition: str, seed: int, arm: str, min
     import yaml
 
     from hardmine.config import load_config
-    from hardmine.data.collate import split_metadata
     from hardmine.recipe.run import CHECKS, run_training
 
     settings = arm_settings(arm, mine_from=mine_from, train_size=len(data["train_hard"]))
@@ -500,11 +515,7 @@ def run_vl(size: VLSize, data: dict, *, condition: str, seed: int, arm: str, min
     result = run_training(cfg, slice_eval=True)
     trainer = result.trainer
     val_ds = next(iter(trainer.eval_dataset.values()))
-    collator = trainer.data_collator
-    batches = []
-    for lo in range(0, len(val_ds), 16):
-        inputs, _ = split_metadata(collator([val_ds[i] for i in range(lo, min(lo + 16, len(val_ds)))]))
-        batches.append(inputs)
+    batches = caption_batches(val_ds, trainer.data_collator)
     tokenizer = getattr(val_ds.processor, "tokenizer", val_ds.processor)
     final = slice_metrics(score_batches(trainer.model, batches, tokenizer), data["val_hard"])
     epochs = [

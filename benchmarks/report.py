@@ -127,6 +127,11 @@ def arm_colour(arm: str) -> str:
     return f"C{ARM_ORDER.index(arm) % 10}" if arm in ARM_ORDER else "k"
 
 
+def arm_of(entry: dict | None, arm: str) -> dict:
+    """One arm's summary in a task/condition entry ({} where the entry or the arm is missing)."""
+    return (entry or {}).get("arms", {}).get(arm) or {}
+
+
 def arms_in(entry: dict) -> list[str]:
     return [a for a in ARM_ORDER if a in entry["arms"]]
 
@@ -560,17 +565,17 @@ def head_to_head(report: dict, task: str, condition: str, a: str, b: str) -> str
 
 
 def _rel(entry: dict | None, arm: str, key: str) -> float | None:
-    p = (entry or {}).get("arms", {}).get(arm, {}).get("paired", {}).get(key)
+    p = arm_of(entry, arm).get("paired", {}).get(key)
     return None if p is None else p["mean_relative"]
 
 
 def _better(entry: dict | None, arm: str, key: str) -> str:
-    p = (entry or {}).get("arms", {}).get(arm, {}).get("paired", {}).get(key)
+    p = arm_of(entry, arm).get("paired", {}).get(key)
     return "–" if p is None else f"{p['better_in']}/{p['of']}"
 
 
 def _corrupted(entry: dict | None, arm: str) -> str:
-    m = (entry or {}).get("arms", {}).get(arm, {}).get("mined", {}).get("overall", {})
+    m = arm_of(entry, arm).get("mined", {}).get("overall", {})
     return "–" if m.get("corrupted_share") is None else f"{pct(m['corrupted_share'], 0, sign=False)} ({fmt(m['corrupted_ratio_to_base'], 1)}x)"
 
 
@@ -901,7 +906,7 @@ def fired_cell(sweep: dict, arm: str) -> str:
     """When an arm's trigger first fired, per condition: the earliest and latest epoch and how many seeds never mined."""
     parts = []
     for condition in ("clean", "noisy"):
-        fired = ((sweep["summary"].get(f"text/{condition}") or {}).get("arms", {}).get(arm) or {}).get("fired_epoch") or []
+        fired = arm_of(sweep["summary"].get(f"text/{condition}"), arm).get("fired_epoch") or []
         epochs = [e for e in fired if e is not None]
         span = "–" if not epochs else (f"{min(epochs)}" if min(epochs) == max(epochs) else f"{min(epochs)}-{max(epochs)}")
         never = len(fired) - len(epochs)
@@ -910,7 +915,7 @@ def fired_cell(sweep: dict, arm: str) -> str:
 
 
 def sweep_cell(entry: dict | None, arm: str, key: str) -> str:
-    p = ((entry or {}).get("arms", {}).get(arm) or {}).get("paired_defaults", {}).get(key)
+    p = arm_of(entry, arm).get("paired_defaults", {}).get(key)
     if not p or p.get("mean_relative") is None:
         return "–"
     return f"{pct(p['mean_relative'])} ({p['better_in']}/{p['of']} better; {sweep_verdict(p)})"
@@ -970,8 +975,8 @@ def sweep_section(sweep: dict | None, images: Path) -> list[str]:
     ]
     rows = []
     for arm in sweep_arms(sweep):
-        mined = ((noisy or {}).get("arms", {}).get(arm) or {}).get("mined", {}).get("overall", {})
-        base = ((noisy or {}).get("arms", {}).get("defaults") or {}).get("mined", {}).get("overall", {})
+        mined = arm_of(noisy, arm).get("mined", {}).get("overall", {})
+        base = arm_of(noisy, "defaults").get("mined", {}).get("overall", {})
         rows.append([
             f"`{arm}`", sweep_change(sweep, arm), fired_cell(sweep, arm),
             sweep_cell(clean, arm, "hard_loss"), sweep_cell(clean, arm, "all_loss"), sweep_cell(noisy, arm, "all_loss"),

@@ -118,6 +118,7 @@ def replay_first_plan(rec: Recording, guard: dict, select_at: int, name: str) ->
 # ------------------------------------------------------------------ single signals
 def auc(positive: np.ndarray, negative: np.ndarray) -> float | None:
     """P(a positive scores above a negative), ties counted half."""
+    positive, negative = np.asarray(positive, float), np.asarray(negative, float)
     if not positive.size or not negative.size:
         return None
     scores = np.concatenate([positive, negative])

@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import quality  # noqa: E402  (the task's corruption and provenance are the quality benchmark's own)
+import quality  # noqa: E402  (the task's corruption, scoring and provenance are the quality benchmark's own)
+from signals import auc  # noqa: E402  (one AUC for every signal score)
 
 STATISTICS = ("mean", "max", "top3")
 
@@ -43,19 +44,13 @@ def token_statistics(token_losses: np.ndarray) -> dict[str, float]:
     return {"mean": float(token_losses.mean()), "max": float(worst[0]), "top3": float(worst[:3].mean())}
 
 
-def auc(positive: np.ndarray, negative: np.ndarray) -> float:
-    """P(a positive scores above a negative), ties counting half."""
-    p, n = np.asarray(positive, float)[:, None], np.asarray(negative, float)[None, :]
-    return float((p > n).mean() + 0.5 * (p == n).mean())
-
-
 def score_run(run_dir: Path, seed: int) -> tuple[dict[str, np.ndarray], dict[str, list[int]]]:
     """Per training sample of one finished VL run: each statistic of its token losses under the final model,
     and the token counts (supervised tokens per sample, tokens per object description)."""
     import torch
 
     from hardmine.config import load_config
-    from hardmine.data.collate import PaddedCollator, split_metadata
+    from hardmine.data.collate import PaddedCollator
     from hardmine.data.dataset import CaptionDataset
     from hardmine.models import load_model_and_processor
     from hardmine.recipe.checks import check_data
@@ -74,12 +69,8 @@ def score_run(run_dir: Path, seed: int) -> tuple[dict[str, np.ndarray], dict[str
     }
     model.eval()
     with torch.no_grad():
-        for lo in range(0, len(dataset), 16):
-            inputs, _ = split_metadata(collator([dataset[i] for i in range(lo, min(lo + 16, len(dataset)))]))
-            logits = model(**inputs).logits[:, :-1].float()
-            target = inputs["labels"][:, 1:]
-            mask = target != -100
-            ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target.clamp(min=0), reduction="none")
+        for inputs in quality.caption_batches(dataset, collator):
+            ce, mask = quality.token_losses(model(**inputs).logits, inputs["labels"])
             rows += [token_statistics(ce[b][mask[b]].numpy()) for b in range(ce.shape[0])]
             counts["supervised_tokens"] += mask.sum(1).tolist()
     return {k: np.asarray([r[k] for r in rows]) for k in STATISTICS}, counts
