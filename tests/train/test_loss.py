@@ -15,6 +15,8 @@ from hardmine.train.loss import (
     per_sample_loss,
     sample_index_for_packed,
     sample_index_for_padded,
+    tiled_head_loss,
+    worst_token_means,
 )
 
 
@@ -158,6 +160,8 @@ def test_sample_index_for_packed_errors(kwargs, match):
         (lambda a: a.update(num_samples=2), r"sample_index: values span \[0, 2\]"),
         (lambda a: a["labels"].__setitem__((0, 2), 99), r"labels: scored label ids span"),
         (lambda a: a.update(chunk_size=0), "chunk_size: got 0"),
+        (lambda a: a.update(worst_tokens=0), "worst_tokens: got 0"),
+        (lambda a: a.update(worst_tokens=True), "worst_tokens: got True"),
     ],
 )
 def test_bad_arguments_are_errors(change, match):
@@ -165,9 +169,68 @@ def test_bad_arguments_are_errors(change, match):
     labels[0, 2] = 1
     args = {"logits": logits, "labels": labels, "sample_index": sample_index_for_padded(3, 10), "num_samples": 3}
     change(args)
-    chunk = {"chunk_size": args.pop("chunk_size")} if "chunk_size" in args else {}
+    options = {k: args.pop(k) for k in ("chunk_size", "worst_tokens") if k in args}
     with pytest.raises(ValueError, match=match):
-        per_sample_loss(args["logits"], args["labels"], args["sample_index"], args["num_samples"], **chunk)
+        per_sample_loss(args["logits"], args["labels"], args["sample_index"], args["num_samples"], **options)
+
+
+# --------------------------------------------------------------------------- worst tokens
+
+
+def reference_worst(logits, labels, spans, k):
+    """Independent worst-token mean: each sample's shifted token losses, sorted, the k highest averaged."""
+    out = []
+    for row, start, stop in spans:
+        targets = labels[row, start + 1 : stop]
+        losses = F.cross_entropy(logits[row, start : stop - 1].float(), targets, ignore_index=IGNORE_INDEX, reduction="none")
+        scored = losses[targets != IGNORE_INDEX]
+        out.append(scored.sort(descending=True).values[:k].mean() if scored.numel() else torch.tensor(float("nan")))
+    return torch.stack(out)
+
+
+def test_worst_token_means_of_a_hand_made_batch():
+    losses = torch.tensor([1.0, 5.0, 2.0, 3.0, 0.5, 9.0])
+    samples = torch.tensor([0, 0, 1, 0, 1, 0])
+    # Sample 0 has 9, 5, 3, 1; sample 1 has 2, 0.5 (fewer than k: all of them); sample 2 none.
+    torch.testing.assert_close(worst_token_means(losses, samples, 3, 2), torch.tensor([7.0, 1.25, float("nan")]), equal_nan=True)
+    torch.testing.assert_close(worst_token_means(losses, samples, 3, 1), torch.tensor([9.0, 2.0, float("nan")]), equal_nan=True)
+
+
+@pytest.mark.parametrize("k", [1, 3, 100])
+@pytest.mark.parametrize("chunk_size", [2, 1000])
+def test_worst_tokens_equal_an_independent_per_sample_loop(k, chunk_size):
+    logits, labels, spans = random_padded(torch.Generator().manual_seed(7), lengths=(7, 1, 10, 5))
+    index = sample_index_for_padded(*labels.shape)
+    sums, counts, worst = per_sample_loss(logits, labels, index, len(spans), chunk_size=chunk_size, worst_tokens=k)
+    torch.testing.assert_close(worst, reference_worst(logits, labels, spans, k), equal_nan=True)
+    assert torch.isnan(worst[1])  # a one-token sample has nothing scored
+    # The sums are those given without worst_tokens.
+    torch.testing.assert_close((sums, counts), per_sample_loss(logits, labels, index, len(spans), chunk_size=chunk_size))
+
+
+def test_worst_tokens_stay_inside_their_packed_sample():
+    gen = torch.Generator().manual_seed(8)
+    logits = torch.randn(1, 12, 9, generator=gen)
+    labels = torch.randint(0, 9, (1, 12), generator=gen)
+    index = sample_index_for_packed(torch.tensor([[0, 1, 2, 3, 0, 1, 2, 0, 1, 2, 3, 4]]))
+    _, _, worst = per_sample_loss(logits, labels, index, 3, worst_tokens=2)
+    torch.testing.assert_close(worst, reference_worst(logits, labels, [(0, 0, 4), (0, 4, 7), (0, 7, 12)], 2))
+
+
+def test_tiled_head_gives_the_same_worst_tokens_and_an_unchanged_gradient():
+    gen = torch.Generator().manual_seed(9)
+    _, labels, spans = random_padded(gen)
+    hidden = torch.randn(*labels.shape, 6, generator=gen, requires_grad=True)
+    weight = torch.randn(13, 6, generator=gen)
+    index = sample_index_for_padded(*labels.shape)
+    sums, counts, worst = tiled_head_loss(hidden, weight, None, labels, index, 3, chunk_size=4, worst_tokens=3)
+    assert not worst.requires_grad  # a recorded statistic, never part of the training loss
+    torch.testing.assert_close(worst, reference_worst((hidden @ weight.T).detach(), labels, spans, 3), equal_nan=True)
+    sums.sum().backward()
+    with_worst = hidden.grad.clone()
+    hidden.grad = None
+    tiled_head_loss(hidden, weight, None, labels, index, 3, chunk_size=4)[0].sum().backward()
+    torch.testing.assert_close(with_worst, hidden.grad, rtol=0, atol=0)
 
 
 # --------------------------------------------------------------------------- real models

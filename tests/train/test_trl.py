@@ -5,6 +5,7 @@ Runs where TRL is installed (the ``trl`` extra: ``pip install -e .[trl]``); skip
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import pytest
@@ -76,12 +77,14 @@ def test_sft_trainer_mines_from_its_own_fused_forward(tmp_path, padding_free):
     assert (tmp_path / "hard_samples_epoch_1.json").is_file()
 
 
-def test_per_sample_losses_equal_the_reference_from_full_logits(tmp_path):
+@pytest.mark.parametrize("statistic", ["mean", "worst_tokens"])
+def test_per_sample_losses_equal_the_reference_from_full_logits(tmp_path, statistic):
     from hardmine.train.loss import per_sample_loss, sample_index_for_padded
 
+    settings = dataclasses.replace(SETTINGS, sample_loss={"statistic": statistic, "tokens": 2})
     model, tokenizer, _ = load_model_and_processor("builtin:tiny-text")
     trainer = MinedSFTTrainer(
-        model=model, args=config(tmp_path), train_dataset=sft_dataset(), processing_class=tokenizer, mining=SETTINGS
+        model=model, args=config(tmp_path), train_dataset=sft_dataset(), processing_class=tokenizer, mining=settings
     )
     batch = trainer._prepare_inputs(trainer.data_collator([trainer.train_dataset[i] for i in range(6)]))
     model.train()
@@ -90,8 +93,9 @@ def test_per_sample_losses_equal_the_reference_from_full_logits(tmp_path):
     with torch.no_grad():
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         labels = batch["labels"]
-        sums, counts = per_sample_loss(logits, labels, sample_index_for_padded(*labels.shape), 6)
-    torch.testing.assert_close(torch.as_tensor(recorded["loss"]), (sums / counts).float(), rtol=1e-5, atol=1e-6)
+        sums, counts, worst = per_sample_loss(logits, labels, sample_index_for_padded(*labels.shape), 6, worst_tokens=2)
+    expected = (sums / counts).float() if statistic == "mean" else worst
+    torch.testing.assert_close(torch.as_tensor(recorded["loss"]), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_the_trl_example_runs_and_mines(tmp_path):

@@ -8,7 +8,7 @@ holds what a user calls; the parts (``tracker``, ``selection``, ``trigger``,
 
 from .errors import SettingError, UserInputError
 from .identity import sample_id, sample_ids, split_sample_ids
-from .miner import AggregationSettings, EpochReport, HardSampleMiner, MiningSettings
+from .miner import AggregationSettings, EpochReport, HardSampleMiner, MiningSettings, SampleLossSettings
 from .plan import DUMP_FORMAT, HardSamplePlan, dump_filename
 from .schedule import EpochSchedule, Pool, build_epoch_schedule
 from .selection import GuardSettings, SelectorSettings
@@ -24,6 +24,7 @@ __all__ = [
     "HardSamplePlan",
     "MiningSettings",
     "Pool",
+    "SampleLossSettings",
     "SelectorSettings",
     "SettingError",
     "TriggerSettings",

@@ -31,6 +31,32 @@ from .trigger import PlateauTrigger, TriggerSettings
 _STRICT = {"extra": "forbid"}
 
 
+#: Statistics of a sample's token losses that mining can record.
+SAMPLE_LOSS_STATISTICS = ("mean", "worst_tokens")
+
+
+@dataclass(frozen=True)
+class SampleLossSettings:
+    """Which statistic of a sample's token losses mining records (``custom.hard_sample_mining.sample_loss``).
+
+    ``mean``: the masked mean cross-entropy, the model's own loss per sample.
+    ``worst_tokens``: the mean of the sample's ``tokens`` highest token losses. In
+    a long answer that is mostly learnt (a dense caption is mostly coordinate
+    digits) a few wrong tokens barely move the mean; they set the worst tokens.
+    """
+
+    __pydantic_config__ = _STRICT
+
+    statistic: str = "mean"
+    tokens: int = 3
+
+    def __post_init__(self) -> None:
+        key = f"{MINING_KEY}.sample_loss"
+        if self.statistic not in SAMPLE_LOSS_STATISTICS:
+            raise SettingError(f"{key}.statistic", self.statistic, f"one of {list(SAMPLE_LOSS_STATISTICS)}")
+        check_range(f"{key}.tokens", self.tokens, low=1, integer=True)
+
+
 @dataclass(frozen=True)
 class AggregationSettings:
     """How a sample's observations become one loss (``custom.hard_sample_mining.aggregation``)."""
@@ -75,6 +101,7 @@ class MiningSettings:
     patience: int = 1
     monitor: str = "train_loss"  # or an eval metric reported after every epoch (eval_<name>_loss)
     higher_is_better: bool = False
+    sample_loss: SampleLossSettings = field(default_factory=SampleLossSettings)
     selector: SelectorSettings = field(default_factory=SelectorSettings)
     aggregation: AggregationSettings = field(default_factory=AggregationSettings)
     noise_guard: GuardSettings = field(default_factory=GuardSettings)
@@ -83,7 +110,7 @@ class MiningSettings:
     dump_population: bool = False  # also every target sample's statistics per mining epoch
 
     def __post_init__(self) -> None:
-        for name, cls in (("selector", SelectorSettings), ("aggregation", AggregationSettings), ("noise_guard", GuardSettings)):
+        for name, cls in (("sample_loss", SampleLossSettings), ("selector", SelectorSettings), ("aggregation", AggregationSettings), ("noise_guard", GuardSettings)):
             object.__setattr__(self, name, settings_from(cls, getattr(self, name), f"{MINING_KEY}.{name}"))
         for name in ("enabled", "higher_is_better", "dump", "dump_population"):
             if not isinstance(getattr(self, name), bool):

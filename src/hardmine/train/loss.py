@@ -17,6 +17,12 @@ to peak memory is one chunk, ``chunk_size * vocab * 4`` bytes (256 x 151,936 x 4
 are gathered once in the logits' own dtype (supervised tokens x vocab), so that
 the backward scatters one gradient into the logits rather than one per chunk.
 
+With ``worst_tokens=k`` each function also gives every sample's mean of its ``k``
+highest token losses (:func:`worst_token_means`, detached): a statistic that a
+couple of wrong or unlearnt tokens move even in a long, mostly learnt sequence
+(a dense caption's wrong colour word among its coordinate digits), where the
+mean dilutes them.
+
 Samples are told apart by a per-token ``sample_index`` (the collators put it in the
 batch; -1 marks padding). In a packed row the shift never crosses a sample
 boundary: a position whose next token belongs to another sample is not scored.
@@ -45,17 +51,21 @@ def per_sample_loss(
     *,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     checkpoint: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(loss_sum, token_count)``, each of shape ``(num_samples,)``.
+    worst_tokens: int | None = None,
+) -> tuple[torch.Tensor, ...]:
+    """``(loss_sum, token_count)``, each of shape ``(num_samples,)``; with
+    ``worst_tokens=k``, ``(loss_sum, token_count, worst_mean)``.
 
     ``logits`` ``(B, T, V)`` from the forward (any float dtype), ``labels`` ``(B, T)``
     as given to the model (not shifted), ``sample_index`` ``(B, T)``: the sample of
     each token in ``[0, num_samples)``, or -1 for padding. ``loss_sum`` (float32) is
     each sample's summed cross-entropy over its scored tokens, ``token_count``
     (int64) how many tokens were scored; the mean is ``loss_sum / token_count``
-    (NaN-free only where ``token_count > 0``).
+    (NaN-free only where ``token_count > 0``). ``worst_mean``: see
+    :func:`worst_token_means`.
     """
     _check_inputs(logits, labels, sample_index, num_samples, chunk_size)
+    _check_worst_tokens(worst_tokens)
     rows, cols, targets, samples = scored_positions(labels.to(logits.device), sample_index.to(logits.device), logits.shape[-1])
     needs_grad = logits.requires_grad and torch.is_grad_enabled()
     chunks = _scored_chunks(logits, rows, cols, chunk_size, needs_grad)
@@ -65,7 +75,7 @@ def per_sample_loss(
         else _token_losses(scores, chunk_targets)
         for scores, chunk_targets in zip(chunks, targets.split(chunk_size))
     ]
-    return _per_sample_sums(pieces, samples, num_samples, logits.device)
+    return _per_sample_results(pieces, samples, num_samples, logits.device, worst_tokens)
 
 
 def sample_means(loss_sum: torch.Tensor, token_count: torch.Tensor) -> torch.Tensor:
@@ -84,7 +94,8 @@ def tiled_head_loss(
     *,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     checkpoint: bool | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    worst_tokens: int | None = None,
+) -> tuple[torch.Tensor, ...]:
     """:func:`per_sample_loss` from the last hidden states, never building the logits.
 
     ``hidden`` ``(B, T, H)`` is the language model's final (normed) hidden state,
@@ -103,6 +114,7 @@ def tiled_head_loss(
     if head_weight.ndim != 2 or head_weight.shape[1] != hidden.shape[-1]:
         raise ValueError(f"head_weight: got shape {tuple(head_weight.shape)}; expected (vocab, {hidden.shape[-1]})")
     _check_inputs(hidden, labels, sample_index, num_samples, chunk_size)
+    _check_worst_tokens(worst_tokens)
     rows, cols, targets, samples = scored_positions(labels.to(hidden.device), sample_index.to(hidden.device), head_weight.shape[0])
     needs_grad = torch.is_grad_enabled() and (hidden.requires_grad or head_weight.requires_grad)
     if checkpoint is None:
@@ -115,7 +127,7 @@ def tiled_head_loss(
             pieces.append(_checkpoint(_head_token_losses, scored, head_weight, head_bias, chunk_targets, use_reentrant=False))
         else:
             pieces.append(_head_token_losses(scored, head_weight, head_bias, chunk_targets))
-    return _per_sample_sums(pieces, samples, num_samples, hidden.device)
+    return _per_sample_results(pieces, samples, num_samples, hidden.device, worst_tokens)
 
 
 def scored_positions(labels: torch.Tensor, sample_index: torch.Tensor, vocab_size: int):
@@ -141,11 +153,43 @@ def scored_positions(labels: torch.Tensor, sample_index: torch.Tensor, vocab_siz
     return rows, cols, targets, samples
 
 
-def _per_sample_sums(pieces, samples, num_samples: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    loss_sum = torch.zeros(num_samples, dtype=torch.float32, device=device)
-    if pieces:
-        loss_sum = loss_sum.index_add(0, samples, torch.cat(pieces))
-    return loss_sum, torch.bincount(samples, minlength=num_samples)
+def worst_token_means(token_losses: torch.Tensor, samples: torch.Tensor, num_samples: int, tokens: int) -> torch.Tensor:
+    """Each sample's mean of its ``tokens`` highest token losses (of all of them if it has fewer).
+
+    ``token_losses`` ``(N,)`` and ``samples`` ``(N,)``: one scored token each, and
+    the sample in ``[0, num_samples)`` it belongs to. Detached, float32, shape
+    ``(num_samples,)``; NaN where a sample has no scored token.
+    """
+    _check_worst_tokens(tokens)
+    losses = token_losses.detach().float()
+    counts = torch.bincount(samples, minlength=num_samples)
+    # Highest loss first, then grouped by sample (stable): a sample's tokens in
+    # descending order, so a token's rank inside its sample is its offset there.
+    order = torch.argsort(losses, descending=True, stable=True)
+    order = order[torch.argsort(samples[order], stable=True)]
+    ranked_samples, ranked_losses = samples[order], losses[order]
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(order.numel(), device=losses.device) - starts[ranked_samples]
+    worst = rank < tokens
+    sums = torch.zeros(num_samples, dtype=torch.float32, device=losses.device).index_add(
+        0, ranked_samples[worst], ranked_losses[worst]
+    )
+    means = sums / counts.clamp(min=1, max=tokens)
+    return torch.where(counts > 0, means, torch.full_like(means, float("nan")))
+
+
+def _per_sample_results(pieces, samples, num_samples: int, device, worst_tokens: int | None) -> tuple[torch.Tensor, ...]:
+    token_losses = torch.cat(pieces) if pieces else torch.zeros(0, dtype=torch.float32, device=device)
+    loss_sum = torch.zeros(num_samples, dtype=torch.float32, device=device).index_add(0, samples, token_losses)
+    result = (loss_sum, torch.bincount(samples, minlength=num_samples))
+    if worst_tokens is None:
+        return result
+    return (*result, worst_token_means(token_losses, samples, num_samples, worst_tokens))
+
+
+def _check_worst_tokens(worst_tokens) -> None:
+    if worst_tokens is not None and (isinstance(worst_tokens, bool) or not isinstance(worst_tokens, int) or worst_tokens < 1):
+        raise ValueError(f"worst_tokens: got {worst_tokens!r}; expected None or an integer >= 1")
 
 
 def _head_token_losses(scored: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor):

@@ -32,7 +32,14 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from ..core import MiningSettings
 from ..core.errors import UserInputError
 from ..data.collate import split_metadata
-from .loss import per_sample_loss, sample_index_for_packed, sample_index_for_padded, sample_means, tiled_head_loss
+from .loss import (
+    per_sample_loss,
+    sample_index_for_packed,
+    sample_index_for_padded,
+    sample_means,
+    tiled_head_loss,
+    worst_token_means,
+)
 from .distributed import Ranks, barrier
 from .mining import STATE_FILE, HardMining, MiningError
 from .tensorboard import LossHistogramCallback
@@ -128,6 +135,7 @@ class HardMiningMixin:
             return super().compute_loss(model, model_inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
         labels = model_inputs["labels"]
         num_samples = int(metadata["sample_id"].numel()) if "sample_id" in metadata else labels.shape[0]
+        worst_tokens = self._worst_tokens
         sample_index = metadata.get("sample_index")  # None: each row is one sample
         if sample_index is None and "position_ids" in model_inputs and "attention_mask" not in model_inputs:
             sample_index = sample_index_for_packed(model_inputs["position_ids"])  # padding-free rows
@@ -143,20 +151,24 @@ class HardMiningMixin:
                 result = super().compute_loss(
                     model, model_inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
                 )
-            sums, counts = fused_per_sample(captured, sample_index, num_samples)
+            sums, counts, *worst = fused_per_sample(captured, sample_index, num_samples, worst_tokens=worst_tokens)
         elif self.tiled_loss and self._tiled_loss_applies(model):
-            outputs, sums, counts = self._tiled_forward(model, model_inputs, sample_index, num_samples)
+            outputs, sums, counts, *worst = self._tiled_forward(model, model_inputs, sample_index, num_samples, worst_tokens)
             loss = self._normalise_like_trainer(sums.sum(), counts.sum(), num_items_in_batch)
             result = (loss, outputs) if return_outputs else loss
         else:
             # The model's own loss; per-sample losses scored from the same forward's logits.
             loss, outputs = super().compute_loss(model, model_inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
             with torch.no_grad():
-                sums, counts = per_sample_loss(outputs.logits.detach(), labels, sample_index, num_samples, checkpoint=False)
+                sums, counts, *worst = per_sample_loss(
+                    outputs.logits.detach(), labels, sample_index, num_samples, checkpoint=False, worst_tokens=worst_tokens
+                )
             result = (loss, outputs) if return_outputs else loss
         if self.mining is not None:
             with torch.no_grad():
-                means = sample_means(sums, counts)
+                # What the tracker records: the mean token loss, or (sample_loss
+                # worst_tokens) the mean of the sample's highest token losses.
+                means = worst[0] if worst else sample_means(sums, counts)
             # Identity stayed on the host (see _prepare_inputs); the losses stay on
             # the device until the step ends (HardMiningCallback.on_step_end).
             self.mining.record(
@@ -208,7 +220,15 @@ class HardMiningMixin:
             cached = self._model_facts_cache = (model, unwrapped, takes)
         return cached[1:]
 
-    def _tiled_forward(self, model, model_inputs, sample_index, num_samples):
+    @property
+    def _worst_tokens(self) -> int | None:
+        """How many of a sample's highest token losses mining records (None: it records the mean)."""
+        if self.mining is None:
+            return None
+        sample_loss = self.mining.settings.sample_loss
+        return sample_loss.tokens if sample_loss.statistic == "worst_tokens" else None
+
+    def _tiled_forward(self, model, model_inputs, sample_index, num_samples, worst_tokens=None):
         """One forward without logits (``logits_to_keep`` empty), then the tiled head at supervised positions."""
         inputs = {k: v for k, v in model_inputs.items() if k != "labels"}
         labels = model_inputs["labels"]
@@ -221,8 +241,9 @@ class HardMiningMixin:
         hidden = outputs.hidden_states[-1]  # the final normed state: what the LM head reads
         outputs.hidden_states = None  # do not hand every layer's state on to the caller
         head = self._unwrapped(model).get_output_embeddings()
-        sums, counts = tiled_head_loss(hidden, head.weight, head.bias, labels, sample_index, num_samples)
-        return outputs, sums, counts
+        return outputs, *tiled_head_loss(
+            hidden, head.weight, head.bias, labels, sample_index, num_samples, worst_tokens=worst_tokens
+        )
 
     def _normalise_like_trainer(self, total, count, num_items_in_batch):
         """The loss value and scale ``Trainer.compute_loss`` gives the stock causal-LM loss."""
@@ -321,8 +342,11 @@ class capture_fused_outputs:
         return False
 
 
-def fused_per_sample(captured: capture_fused_outputs, sample_index: torch.Tensor | None, num_samples: int):
-    """Per-sample ``(loss_sum, token_count)`` from a fused head's shifted per-token outputs.
+def fused_per_sample(
+    captured: capture_fused_outputs, sample_index: torch.Tensor | None, num_samples: int, *, worst_tokens: int | None = None
+):
+    """Per-sample ``(loss_sum, token_count)`` from a fused head's shifted per-token outputs
+    (with ``worst_tokens=k`` a third tensor, as in :func:`hardmine.train.loss.per_sample_loss`).
 
     ``log_probs`` and ``label_mask`` are ``(B, T - 1)``: position t scores the
     label at t + 1. ``sample_index`` None: each row is one sample. Otherwise, as
@@ -334,12 +358,17 @@ def fused_per_sample(captured: capture_fused_outputs, sample_index: torch.Tensor
     log_probs = captured.log_probs.detach().float()
     mask = captured.label_mask.bool()
     if sample_index is None:
-        return -(log_probs * mask).sum(dim=1), mask.sum(dim=1)
-    same = sample_index[:, :-1] == sample_index[:, 1:]
-    keep = mask & same & (sample_index[:, 1:] >= 0)
-    samples = sample_index[:, 1:][keep].long()
-    sums = torch.zeros(num_samples, dtype=torch.float32, device=log_probs.device).index_add(0, samples, -log_probs[keep])
-    return sums, torch.bincount(samples, minlength=num_samples)
+        keep = mask
+        samples = keep.nonzero(as_tuple=True)[0]  # each row is one sample
+    else:
+        keep = mask & (sample_index[:, :-1] == sample_index[:, 1:]) & (sample_index[:, 1:] >= 0)
+        samples = sample_index[:, 1:][keep].long()
+    token_losses = -log_probs[keep]
+    sums = torch.zeros(num_samples, dtype=torch.float32, device=log_probs.device).index_add(0, samples, token_losses)
+    result = (sums, torch.bincount(samples, minlength=num_samples))
+    if worst_tokens is None:
+        return result
+    return (*result, worst_token_means(token_losses, samples, num_samples, worst_tokens))
 
 
 class CheckpointError(UserInputError):

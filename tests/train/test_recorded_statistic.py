@@ -1,0 +1,55 @@
+"""What the trainer records per sample: the mean token loss, or the mean of its worst tokens, from the same forward."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import Trainer, TrainingArguments
+
+from hardmine.core import MiningSettings
+from hardmine.train.library import HardMiningMixin
+from hardmine.train.loss import per_sample_loss, sample_index_for_padded
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "library_trainer.py"
+
+
+class MinedTrainer(HardMiningMixin, Trainer):
+    pass
+
+
+def example_module():
+    spec = importlib.util.spec_from_file_location("library_trainer", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("tiled_loss", [True, False])  # the tiled head, or the model's own logits
+@pytest.mark.parametrize("statistic", ["mean", "worst_tokens"])
+def test_recorded_losses_equal_the_reference_from_full_logits(tmp_path, load_builtin, tiled_loss, statistic):
+    example = example_module()
+    model, tokenizer = load_builtin("text")
+    features = example.reversal_examples(tokenizer, 6, seed=1)
+    args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True, save_strategy="no")
+    settings = MiningSettings(sample_loss={"statistic": statistic, "tokens": 2})
+    trainer = MinedTrainer(
+        model=model, args=args, train_dataset=features, data_collator=example.pad_collator(tokenizer.eos_token_id),
+        mining=settings, tiled_loss=tiled_loss,
+    )
+    batch = trainer._prepare_inputs(trainer.data_collator([trainer.train_dataset[i] for i in range(6)]))
+    model.train()
+    trainer.compute_loss(model, dict(batch))
+    recorded = torch.as_tensor(trainer.mining.log.drain()["loss"])
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        labels = batch["labels"]
+        sums, counts, worst = per_sample_loss(logits, labels, sample_index_for_padded(*labels.shape), 6, worst_tokens=2)
+    expected = sums / counts if statistic == "mean" else worst
+    torch.testing.assert_close(recorded, expected, rtol=1e-5, atol=1e-6)
+    # The two statistics differ on these samples, so the comparison tells them apart.
+    assert not torch.allclose(sums / counts, worst, rtol=1e-3)
