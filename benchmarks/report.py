@@ -995,9 +995,9 @@ def sweep_section(sweep: dict | None, images: Path) -> list[str]:
 
 
 TOKEN_STAT_NOTES = {
-    "mean": "mean token loss (what hardmine records)",
+    "mean": "mean token loss (`sample_loss.statistic: mean`, the default)",
     "max": "the worst token's loss",
-    "top3": "mean of the 3 worst tokens",
+    "top3": "mean of the 3 worst tokens (`sample_loss.statistic: worst_tokens`, arm `worst_tokens`)",
 }
 
 
@@ -1010,7 +1010,7 @@ def token_signals_section(data: dict | None) -> list[str]:
     if not data:
         return []
     L = [
-        "## Wrong labels in dense captions: the mean token loss dilutes them (`benchmarks/token_signals.py`)", "",
+        "## Wrong labels and the hard slice in dense captions: the mean token loss dilutes both (`benchmarks/token_signals.py`)", "",
         f"Scoring {provenance(data['meta'])}, {data['wall_s'] / 60:.1f} min, on the models of the VL quality suite "
         + (f"{provenance(data['suite'])}" if "suite" in data else "(suite not recorded)")
         + f", seeds {data['seeds']}. The final model of each noisy `uniform` VL run scores its own training samples "
@@ -1033,6 +1033,23 @@ def token_signals_section(data: dict | None) -> list[str]:
             f"{pct(m['top10_wrong_share']['mean'], 0, sign=False)} ({pct(m['top10_wrong_share']['max'], 0, sign=False)})",
         ])
     L += table(["statistic", "what", "AUC wrong vs clean", "AUC wrong vs clean hard slice", "wrong labels in the top 10%"], rows)
+    clean = data.get("clean")
+    if clean:
+        L += [
+            "",
+            "The final model of each clean `uniform` run scores its own training samples the same way. The question is the "
+            "one mining asks on clean labels: does the statistic rank the hard slice above the rest? AUC hard vs rest (worst "
+            "seed in brackets), and the hard slice's share of the 10% highest-scoring samples (best seed in brackets; base "
+            f"rate {pct(clean['hard_share']['mean'], 0, sign=False)}).",
+            "",
+        ]
+        rows = [
+            [f"`{stat}`", TOKEN_STAT_NOTES.get(stat, stat),
+             f"{fmt(m['auc_hard_vs_rest']['mean'], 2)} ({fmt(m['auc_hard_vs_rest']['min'], 2)})",
+             f"{pct(m['top10_hard_share']['mean'], 0, sign=False)} ({pct(m['top10_hard_share']['max'], 0, sign=False)})"]
+            for stat, m in clean["summary"].items()
+        ]
+        L += table(["statistic", "what", "AUC hard vs rest (clean labels)", "hard slice in the top 10%"], rows)
     return L + [""]
 
 

@@ -1,4 +1,4 @@
-"""Which per-sample loss statistic tells the VL task's wrong labels apart? Scored on the trained controls.
+"""Which per-sample loss statistic finds the VL task's wrong labels, and its hard slice? Scored on the trained controls.
 
     python benchmarks/quality.py --tasks vl --out V --work V/work
     python benchmarks/token_signals.py --suite V --work V/work
@@ -12,6 +12,9 @@ labels it trained on, no augmentation), and asks how well each statistic of the
 sample's token losses ranks wrong labels above clean samples, and above clean
 samples of the hard slice, which mining wants to find (AUC, 0.5 = chance); and
 which share of the top 10% by the statistic are wrong labels (base rate 10%).
+The final model of each clean ``uniform`` run does the same on clean labels,
+where the question is the one mining asks: how well the statistic ranks the
+hard slice above the rest, and the hard slice's share of the top 10%.
 
 Statistics: ``mean`` (what hardmine records), ``max`` (the single worst token),
 ``top3`` (the mean of the 3 worst tokens).
@@ -88,6 +91,24 @@ def judge(stats: dict[str, np.ndarray], wrong: np.ndarray, hard: np.ndarray) -> 
     }
 
 
+def judge_clean(stats: dict[str, np.ndarray], hard: np.ndarray) -> dict[str, dict[str, float]]:
+    """On clean labels: how each statistic ranks the hard slice above the rest."""
+    top = max(1, hard.size // 10)
+    return {
+        k: {
+            "auc_hard_vs_rest": auc(v[hard], v[~hard]),
+            "top10_hard_share": float(hard[np.argsort(-v, kind="stable")[:top]].mean()),
+        }
+        for k, v in stats.items()
+    }
+
+
+def summarise(per_seed: dict[str, Any]) -> dict[str, Any]:
+    """Per statistic and measure: mean and spread over seeds."""
+    first = next(iter(per_seed.values()))
+    return {k: {m: quality.stats([per_seed[s][k][m] for s in per_seed]) for m in first[k]} for k in STATISTICS}
+
+
 def main(argv=None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -101,34 +122,36 @@ def main(argv=None) -> int:
     meta = quality.machine_meta()
     suite = json.loads((Path(opts.suite) / "quality.json").read_text(encoding="utf-8"))
     plan = suite["setup"]["plan"].get("vl")
-    if plan is None or "noisy" not in suite["setup"]["conditions"] or "uniform" not in plan["arms"]:
-        raise SystemExit(f"--suite {opts.suite}: its quality.json has no noisy uniform VL runs")
+    if plan is None or set(quality.CONDITIONS) - set(suite["setup"]["conditions"]) or "uniform" not in plan["arms"]:
+        raise SystemExit(f"--suite {opts.suite}: its quality.json has no clean and noisy uniform VL runs")
     started = time.perf_counter()
     per_seed: dict[str, Any] = {}
+    clean_per_seed: dict[str, Any] = {}
+    hard_shares = []
     counts: dict[str, list[int]] = {"supervised_tokens": [], "description_tokens": []}
     for seed in plan["seeds"]:  # the suite's own seeds, not whatever else lies in --work
         seed_dir = Path(opts.work, "vl", f"seed{seed}")
-        run_dir = seed_dir / "noisy" / "uniform"
-        if not (run_dir / "final").is_dir():
-            raise SystemExit(f"--work {opts.work}: no finished run at {run_dir} (seed {seed} of the suite)")
+        for condition in quality.CONDITIONS:
+            run_dir = seed_dir / condition / "uniform"
+            if not (run_dir / "final").is_dir():
+                raise SystemExit(f"--work {opts.work}: no finished run at {run_dir} (seed {seed} of the suite)")
         lines = (seed_dir / "data" / "target" / "train.jsonl").read_text(encoding="utf-8").splitlines()
         hard = np.asarray([json.loads(line)["metadata"]["slice"] == "hard" for line in lines])
         wrong = np.zeros(hard.size, bool)
         wrong[quality.corrupted_indices(hard.size, seed)] = True
-        stats, seed_counts = score_run(run_dir, seed)
+        stats, seed_counts = score_run(seed_dir / "noisy" / "uniform", seed)
         per_seed[str(seed)] = judge(stats, wrong, hard)
         for key, values in seed_counts.items():
             counts[key] += values
-        print(seed, json.dumps(per_seed[str(seed)]), flush=True)
-    summary = {
-        k: {m: quality.stats([per_seed[s][k][m] for s in per_seed]) for m in next(iter(per_seed.values()))[k]}
-        for k in STATISTICS
-    }
+        clean_per_seed[str(seed)] = judge_clean(score_run(seed_dir / "clean" / "uniform", seed)[0], hard)
+        hard_shares.append(float(hard.mean()))
+        print(seed, json.dumps(per_seed[str(seed)]), json.dumps(clean_per_seed[str(seed)]), flush=True)
     report = {
         "benchmark": "hardmine.token_signals/1", "meta": meta, "wall_s": round(time.perf_counter() - started, 1),
         # The models scored were trained by the suite: its provenance, beside this script's own.
         "suite": {k: suite["meta"].get(k) for k in ("started_commit", "started_at", "timestamp", "dirty")} | {"mode": suite["mode"]},
-        "seeds": [int(s) for s in per_seed], "per_seed": per_seed, "summary": summary,
+        "seeds": [int(s) for s in per_seed], "per_seed": per_seed, "summary": summarise(per_seed),
+        "clean": {"per_seed": clean_per_seed, "summary": summarise(clean_per_seed), "hard_share": quality.stats(hard_shares)},
         "token_counts": {k: {"min": int(np.min(v)), "median": float(np.median(v)), "max": int(np.max(v))} for k, v in counts.items()},
     }
     out = Path(opts.out) / "token-signals.json"

@@ -99,4 +99,10 @@ def test_token_signals_section_tables_each_statistic_with_its_worst_seed():
     }
     page = "\n".join(report.token_signals_section(data))
     assert "| `max` | the worst token's loss | 0.87 (0.85) | 0.73 (0.70) | 53% (57%) |" in page
+    assert "AUC hard vs rest" not in page  # a suite scored before the clean table had none
+    data["clean"] = {"hard_share": m(0.15, 0.15, 0.15),
+                     "summary": {"top3": {"auc_hard_vs_rest": m(0.87, 0.83, 0.91), "top10_hard_share": m(0.61, 0.5, 0.67)}}}
+    page = "\n".join(report.token_signals_section(data))
+    assert "base rate 15%" in page
+    assert "| `top3` | mean of the 3 worst tokens (`sample_loss.statistic: worst_tokens`, arm `worst_tokens`) | 0.87 (0.83) | 61% (67%) |" in page
     assert report.token_signals_section(None) == []

@@ -31,3 +31,12 @@ def test_judge_scores_each_statistic_against_clean_and_clean_hard():
     verdict = token_signals.judge(stats, wrong, hard)
     assert verdict["max"] == {"auc_wrong_vs_clean": 1.0, "auc_wrong_vs_clean_hard": 1.0, "top10_wrong_share": 1.0}
     assert verdict["mean"]["auc_wrong_vs_clean_hard"] == 0.5 and verdict["mean"]["top10_wrong_share"] == 0.0
+
+
+def test_judge_clean_scores_how_each_statistic_ranks_the_hard_slice():
+    hard = np.array([True, True] + [False] * 18)
+    stats = {"mean": np.array([0.5, 2.0] + [1.0] * 18), "top3": np.array([3.0, 2.0] + [1.0] * 18)}
+    verdict = token_signals.judge_clean(stats, hard)
+    assert verdict["top3"] == {"auc_hard_vs_rest": 1.0, "top10_hard_share": 1.0}
+    # One hard sample above the rest, one below: chance; one of the top two is hard.
+    assert verdict["mean"] == {"auc_hard_vs_rest": 0.5, "top10_hard_share": 0.5}
