@@ -6,10 +6,13 @@ fixed batch is run through ``Trainer.compute_loss`` + backward by
 * ``stock``: a plain ``transformers.Trainer`` (the model's own loss), and
 * ``mining``: a :class:`hardmine.train.trainer.HardmineTrainer` with mining on
   (tiled LM head at supervised positions, per-sample losses recorded),
+* ``worst_tokens``: the same recording each sample's mean of its 3 highest
+  token losses (``sample_loss.statistic: worst_tokens``: two sorts of the
+  step's supervised tokens more),
 
-interleaved (stock, mining, mining, stock, ...: each arm goes first in half the
-rounds) so that machine noise hits both alike; the result is the ratio of
-medians. Peak memory is measured per arm in a fresh
+interleaved (the arms take turns going first, a different one each round) so
+that machine noise hits all alike; the results are ratios of medians to
+``stock``. Peak memory is measured per arm in a fresh
 subprocess (peak RSS of the process, which holds the model, the batch and one
 step's activations, so the ratio understates the saving on the loss alone).
 
@@ -35,6 +38,15 @@ from pathlib import Path
 CONFIGS = ("text-padded", "text-packed", "vl-padded", "vl-packed")
 #: TRL's SFTTrainer with and without mining (run where trl is installed: .venv-trl).
 TRL_CONFIGS = ("trl-text",)
+ARMS = ("stock", "mining", "worst_tokens")
+
+
+def arm_settings(arm: str):
+    """The MiningSettings of a mining arm (no dumps: a step's cost only)."""
+    from hardmine.core import MiningSettings
+
+    worst = {"sample_loss": {"statistic": "worst_tokens", "tokens": 3}} if arm == "worst_tokens" else {}
+    return MiningSettings(dump=False, **worst)
 
 
 def build_trl(arm: str, workdir: str):
@@ -44,7 +56,6 @@ def build_trl(arm: str, workdir: str):
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from hardmine.core import MiningSettings
     from hardmine.models import load_model_and_processor
     from hardmine.train.library import HardMiningMixin
 
@@ -61,7 +72,7 @@ def build_trl(arm: str, workdir: str):
         trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
     else:
         trainer = MinedSFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                                  mining=MiningSettings(dump=False))
+                                  mining=arm_settings(arm))
     model.train()
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(8)])
     return trainer, trainer._prepare_inputs(batch)
@@ -75,7 +86,7 @@ def build(config: str, arm: str, workdir: str):
     from PIL import Image
     from transformers import Trainer, TrainingArguments
 
-    from hardmine.core import MiningSettings, Pool
+    from hardmine.core import Pool
     from hardmine.data.collate import PackedCollator, PaddedCollator, split_metadata
     from hardmine.data.encode import dense_caption_messages, encode_chat
     from hardmine.models import load_model_and_processor
@@ -108,7 +119,7 @@ def build(config: str, arm: str, workdir: str):
     else:
         pools = [Pool("target", len(dataset))]
         sampler = ScheduleSampler(pools, seed=0)
-        mining = HardMining(MiningSettings(dump=False), pools, sampler, output_dir=workdir)
+        mining = HardMining(arm_settings(arm), pools, sampler, output_dir=workdir)
         trainer = HardmineTrainer(model=model, args=args, train_sampler=sampler, mining=mining)
     model.train()
     return trainer, trainer._prepare_inputs(batch)
@@ -122,14 +133,15 @@ def step(trainer, batch) -> None:
 
 def time_config(config: str, repeats: int) -> dict:
     with tempfile.TemporaryDirectory() as work:
-        arms = {arm: build(config, arm, f"{work}/{arm}") for arm in ("stock", "mining")}
+        arms = {arm: build(config, arm, f"{work}/{arm}") for arm in ARMS}
         for arm in arms.values():  # warm-up: allocator, autograd graph caches
             for _ in range(3):
                 step(*arm)
-        times: dict[str, list[float]] = {"stock": [], "mining": []}
+        times: dict[str, list[float]] = {name: [] for name in ARMS}
         for rep in range(repeats):
-            # Alternate which arm goes first, so neither always runs on a warmer cache.
-            for name in ("stock", "mining") if rep % 2 == 0 else ("mining", "stock"):
+            # Rotate which arm goes first, so none always runs on a warmer cache.
+            shift = rep % len(ARMS)
+            for name in ARMS[shift:] + ARMS[:shift]:
                 start = time.perf_counter()
                 step(*arms[name])
                 times[name].append(time.perf_counter() - start)
@@ -137,6 +149,7 @@ def time_config(config: str, repeats: int) -> dict:
     return {
         "step_ms_median": {name: round(1000 * value, 3) for name, value in medians.items()},
         "time_ratio": round(medians["mining"] / medians["stock"], 4),
+        "time_ratio_worst_tokens": round(medians["worst_tokens"] / medians["stock"], 4),
         "repeats": repeats,
     }
 
@@ -230,11 +243,13 @@ def main(argv=None) -> int:
     results = {}
     for config in args.configs:
         row = time_config(config, args.repeats)
-        memory = {arm: round(peak_rss_mib(config, arm), 1) for arm in ("stock", "mining")}
+        memory = {arm: round(peak_rss_mib(config, arm), 1) for arm in ARMS}
         row["peak_rss_mib"] = memory
         row["memory_ratio"] = round(memory["mining"] / memory["stock"], 4)
+        row["memory_ratio_worst_tokens"] = round(memory["worst_tokens"] / memory["stock"], 4)
         results[config] = row
-        print(f"{config}: time x{row['time_ratio']}, peak RSS x{row['memory_ratio']}", file=sys.stderr)
+        print(f"{config}: time x{row['time_ratio']} (worst tokens x{row['time_ratio_worst_tokens']}), "
+              f"peak RSS x{row['memory_ratio']} (x{row['memory_ratio_worst_tokens']})", file=sys.stderr)
     scale = mining_step_at_scale(args.scale)
     print(f"end of epoch at {args.scale:,} samples: {scale['total_s']} s, peak {scale['peak_alloc_mib']} MiB", file=sys.stderr)
     report = {

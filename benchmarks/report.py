@@ -796,17 +796,21 @@ def overhead_section(overheads: list[dict], images: Path) -> list[str]:
         "mining on (hardmine's tiled LM head at supervised positions, per-sample losses recorded; for TRL, "
         "its own fused head with the per-sample losses read from it). Interleaved, each arm first in half of "
         "the rounds; ratios of medians. Peak RSS per arm in a fresh process (it holds the model, so it "
-        "understates what the loss path saves).",
+        "understates what the loss path saves). The worst-tokens columns: mining recording each sample's mean of its "
+        "3 worst tokens (`sample_loss.statistic: worst_tokens`) instead of its mean; – where a run did not measure it.",
         "",
     ]
     rows = []
     for o in overheads:
         for name, r in o["results"].items():
             ms = r["step_ms_median"]
+            worst = [f"{r['time_ratio_worst_tokens']:.3f}", f"{r['memory_ratio_worst_tokens']:.3f}"] if "time_ratio_worst_tokens" in r else ["–", "–"]
             rows.append([f"`{name}`", f"{ms['stock']:.1f}", f"{ms['mining']:.1f}", f"{r['time_ratio']:.3f}",
                          f"{r['peak_rss_mib']['stock']:.0f}", f"{r['peak_rss_mib']['mining']:.0f}", f"{r['memory_ratio']:.3f}",
+                         *worst,
                          f"`{o['commit'][:12]}`" + {True: " with uncommitted changes", None: " (clean tree not recorded)"}.get(o.get("dirty"), "")])
-    L += table(["configuration", "stock ms", "mining ms", "time ratio", "stock MiB", "mining MiB", "memory ratio", "commit"], rows)
+    L += table(["configuration", "stock ms", "mining ms", "time ratio", "stock MiB", "mining MiB", "memory ratio",
+                "worst-tokens time ratio", "worst-tokens memory ratio", "commit"], rows)
     L += ["", "![overhead ratios](benchmarks/overhead.png)", ""]
     for o in overheads:
         scale = o.get("mining_step_at_scale")

@@ -106,3 +106,20 @@ def test_token_signals_section_tables_each_statistic_with_its_worst_seed():
     assert "base rate 15%" in page
     assert "| `top3` | mean of the 3 worst tokens (`sample_loss.statistic: worst_tokens`, arm `worst_tokens`) | 0.87 (0.83) | 61% (67%) |" in page
     assert report.token_signals_section(None) == []
+
+
+def test_overhead_section_shows_the_worst_tokens_ratios_where_measured(tmp_path):
+    def row(**extra):
+        return {"step_ms_median": {"stock": 10.0, "mining": 9.0}, "time_ratio": 0.9, "peak_rss_mib": {"stock": 500.0, "mining": 500.0},
+                "memory_ratio": 1.0, **extra}
+
+    machine = {"platform": "Linux", "cpus": 2, "torch_threads": 1, "device": "cpu"}
+    overheads = [
+        {"commit": "a" * 40, "dirty": False, "when": "then", "machine": machine, "results": {"text-padded": row()}},
+        {"commit": "b" * 40, "dirty": False, "when": "now", "machine": machine,
+         "results": {"vl-padded": row(time_ratio_worst_tokens=0.95, memory_ratio_worst_tokens=1.01)}},
+    ]
+    page = "\n".join(report.overhead_section(overheads, tmp_path))
+    assert "| `text-padded` | 10.0 | 9.0 | 0.900 | 500 | 500 | 1.000 | – | – | `aaaaaaaaaaaa` |" in page
+    assert "| `vl-padded` | 10.0 | 9.0 | 0.900 | 500 | 500 | 1.000 | 0.950 | 1.010 | `bbbbbbbbbbbb` |" in page
+    assert (tmp_path / "overhead.png").is_file()
