@@ -49,7 +49,8 @@ def tiny_runs(tmp_path_factory):
     """A 3-epoch mining run on the tiny Qwen2-VL and its control (mining off), with slices.
 
     Built once per session: about a minute of CPU. Mining fires at the end of
-    epochs 1 and 2; the guard (window 1) and the population dump are on.
+    epochs 1 and 2; the guard (window 1) and the population dump are on, and it
+    records each sample's mean of its 2 worst tokens.
     """
     import torch
 
@@ -62,6 +63,8 @@ def tiny_runs(tmp_path_factory):
     mining = {
         "enabled": True, "start_epoch": 1, "plateau_delta": 1.0, "selector": {"mode": "percentile", "value": 0.25},
         "noise_guard": {"window": 1, "min_improvement": 0.0}, "dump_population": True,
+        # The token-aware statistic, end to end: YAML, tiled loss, dump, inspect.
+        "sample_loss": {"statistic": "worst_tokens", "tokens": 2},
     }
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

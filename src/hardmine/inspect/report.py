@@ -131,6 +131,8 @@ def epoch_report(run: Run, epoch: int, previous_dump: dict | None, top: int) -> 
         eligible=decision.get("eligible", _int_or_none(hsm.get("hsm/eligible"))),
         observed=decision.get("observed"),
         excluded=excluded,
+        # Dumps made before sample_loss existed recorded the mean token loss.
+        sample_loss=decision.get("sample_loss") or {"statistic": "mean"},
         cut=decision.get("cut", float(hard_losses.min()) if hard_losses.size else None),
         churn=churn(rows, None if previous_dump is None else previous_dump["samples"]),
         loss_quantiles={"hard": summary.get("hard") or quantiles(hard_losses), "all": summary.get("all")},
@@ -248,6 +250,7 @@ def format_report(report: dict[str, Any], top: int = 10, epoch: int | None = Non
         lines += ["", "mining never became active: no hard set to show"]
         return "\n".join(lines)
     lines.append("")
+    lines.append(f"loss: {describe_sample_loss(active[-1]['sample_loss'])}, aggregated over epochs (the dump's loss)")
     lines.append("churn: Jaccard distance between this plan's hard set and the previous plan's (1 = all new)")
     lines.append("excluded: history = seen in too few epochs to judge, start = loss still at the first epoch's median")
     lines.append("          (rule start_level; likely a wrong label), flat = loss not improving (rules improvement, sticky),")
@@ -272,6 +275,13 @@ def format_report(report: dict[str, Any], top: int = 10, epoch: int | None = Non
             f"{row.get('slice', '-'):<6} {_shorten(where, 40):<40}  {_shorten(image, 60)}"
         )
     return "\n".join(lines)
+
+
+def describe_sample_loss(sample_loss: dict[str, Any]) -> str:
+    """What each recorded loss is, in words (``custom.hard_sample_mining.sample_loss``)."""
+    if sample_loss.get("statistic") == "worst_tokens":
+        return f"each sample's mean of its {sample_loss.get('tokens')} highest token losses"
+    return "each sample's mean token loss"
 
 
 def format_comparison(comparison: dict[str, Any]) -> str:

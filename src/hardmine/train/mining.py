@@ -51,6 +51,7 @@ histograms ``hsm/aggregated_loss_target`` (every observed target sample) and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -256,6 +257,8 @@ class HardMining:
         decision = {
             "monitor": self.monitor,
             "monitored": finite_or_none(report.monitored),
+            # The unit of every loss in the dump: mean token loss or the worst tokens' mean.
+            "sample_loss": dataclasses.asdict(self.settings.sample_loss),
             "observed": int(sel.observed),
             "eligible": int(sel.eligible),
             "excluded": {k: int(v) for k, v in sel.excluded.items()},
