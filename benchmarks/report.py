@@ -725,6 +725,22 @@ def defaults_table(report: dict, sweep: dict | None = None) -> list[str]:
             "(`defaults` and `correction_off` as recorded in the arms table)"
         )
 
+    def sample_loss_evidence(task: str) -> str:
+        c, e = summary.get(f"{task}/clean"), summary.get(f"{task}/noisy")
+        if "worst_tokens" not in (c or {}).get("arms", {}):
+            return "not run"
+        out = [
+            f"clean hard Δ mean {pct(_rel(c, 'defaults', 'hard_loss'))}, worst tokens {pct(_rel(c, 'worst_tokens', 'hard_loss'))} "
+            f"({_better(c, 'worst_tokens', 'hard_loss')} better)",
+            f"noisy overall Δ mean {pct(_rel(e, 'defaults', 'all_loss'))}, worst tokens {pct(_rel(e, 'worst_tokens', 'all_loss'))}",
+            f"noisy mined corrupted: mean {_corrupted(e, 'defaults')}, worst tokens {_corrupted(e, 'worst_tokens')}",
+        ]
+        desc = [arm_of(c, a).get("paired", {}).get("hard_desc_acc") for a in ("defaults", "worst_tokens")]
+        if all(desc):
+            out.append(f"clean hard description accuracy vs uniform: mean {desc[0]['mean_diff']:+.3f}, "
+                       f"worst tokens {desc[1]['mean_diff']:+.3f}")
+        return ", ".join(out)
+
     def swept(*arms: str, fallback: str = "not varied"):
         return sweep_evidence(sweep, *arms) or fallback
 
@@ -735,6 +751,8 @@ def defaults_table(report: dict, sweep: dict | None = None) -> list[str]:
         ("plateau_delta", None, trigger_evidence),
         ("patience", swept("patience2"), None),
         ("monitor", "not varied: the benchmark evaluates outside the Trainer, so there is no `eval_loss` to monitor", None),
+        ("sample_loss.statistic", None, sample_loss_evidence),
+        ("sample_loss.tokens", "3 in the `worst_tokens` arms, the `top3` of the token signals below; not varied", None),
         ("selector.mode", swept("top_k10", fallback="not varied (the original rule's top-k 10% compared as a whole)"), None),
         ("selector.value", swept("fraction0.05", "fraction0.2"), None),
         ("hard_weight", None, weight_evidence),
