@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -71,6 +73,17 @@ def test_resume_with_other_settings_names_each_changed_yaml_key():
     assert "custom.hard_sample_mining.hard_weight: 3.0 in the checkpoint, 5.0 now" in message
     assert "custom.hard_sample_mining.aggregation.ema_decay: 0.5 in the checkpoint, 0.7 now" in message
     assert "start_epoch" not in message
+
+
+def test_a_checkpoint_from_before_a_setting_existed_ran_with_its_default():
+    first = HardSampleMiner({"target": 100}, ["target"], SETTINGS)
+    run(first, 2)
+    state = first.state_dict()
+    del state["settings"]["sample_loss"]  # written before sample_loss was a setting
+    HardSampleMiner({"target": 100}, ["target"], SETTINGS).load_state_dict(state)
+    worst = dataclasses.replace(SETTINGS, sample_loss={"statistic": "worst_tokens"})
+    with pytest.raises(MiningStateMismatch, match="sample_loss.statistic: 'mean' in the checkpoint, 'worst_tokens' now"):
+        HardSampleMiner({"target": 100}, ["target"], worst).load_state_dict(state)
 
 
 def test_eligible_must_be_tracked():

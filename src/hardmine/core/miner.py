@@ -298,6 +298,9 @@ def _flatten_settings(tree: Mapping[str, Any], prefix: str = "") -> dict[str, An
 def settings_changes(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
     """One line per setting that differs, named by its YAML key: ``key: old in the checkpoint, new now``."""
     old, new = _flatten_settings(saved), _flatten_settings(current)
+    # A setting added after the checkpoint was written: the checkpoint ran with its default.
+    defaults = _flatten_settings(MiningSettings().decision_dict())
+    old = {**{path: defaults[path] for path in new.keys() - old.keys() if path in defaults}, **old}
     lines = []
     for path in sorted(set(old) | set(new)):
         if old.get(path) != new.get(path):
