@@ -1,9 +1,10 @@
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from hardmine.core import GuardSettings, MiningSettings, Pool, SelectorSettings
+from hardmine.core import GuardSettings, MiningSettings, Pool, SelectorSettings, sample_ids
 from hardmine.train.mining import HardMining, MiningError, ObservationLog, deduplicate, load_state, save_state
 from hardmine.train.sampler import ScheduleSampler
 from simulation import simulate_epoch
@@ -120,3 +121,36 @@ def test_losses_on_the_device_are_copied_to_the_host_once_per_flush(monkeypatch)
     cols = log.drain()
     assert cols["loss"].tolist() == [0.0, 0.0, 1.0, 2.0, 2.0, 4.0, 3.0, 6.0, 5.0] and cols["loss"].dtype == np.float32
     assert copies == [8]
+
+
+def test_a_mean_loss_beside_the_recorded_one_travels_in_the_same_copy(monkeypatch):
+    import torch
+
+    copies = []
+    original = torch.Tensor.cpu
+
+    def counting_cpu(self, *args, **kwargs):
+        copies.append(self.numel())
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "cpu", counting_cpu)
+    log = ObservationLog()
+    for micro_batch in range(2):
+        worst = torch.tensor([4.0, 6.0]) + micro_batch
+        log.append([micro_batch * 2, micro_batch * 2 + 1], worst, [0, 1], step=0, mean_loss=worst / 2)
+    cols = log.drain()
+    assert copies == [8]  # both columns of both micro-batches, one copy
+    assert cols["loss"].tolist() == [4.0, 6.0, 5.0, 7.0] and cols["mean_loss"].tolist() == [2.0, 3.0, 2.5, 3.5]
+    assert "mean_loss" not in ObservationLog().drain()
+    log.append([0], [1.0], [0], step=1, mean_loss=[0.5])
+    with pytest.raises(ValueError, match="must all carry mean_loss, or none"):
+        log.append([1], [1.0], [1], step=1)
+
+
+def test_the_trigger_monitors_the_mean_loss_when_another_statistic_is_recorded(tmp_path):
+    settings = replace(SETTINGS, sample_loss={"statistic": "worst_tokens", "tokens": 2})
+    mining = HardMining(settings, POOLS, ScheduleSampler(POOLS, seed=0), output_dir=tmp_path)
+    ids = sample_ids("target", np.arange(POOLS[0].size))
+    mining.record(ids, np.full(ids.size, 9.0), np.arange(ids.size), step=0, mean_loss=np.full(ids.size, 2.0))
+    metrics = mining.end_epoch(0)
+    assert metrics["hsm/monitored"] == 2.0  # the training loss, not the worst tokens' mean

@@ -44,12 +44,37 @@ def test_recorded_losses_equal_the_reference_from_full_logits(tmp_path, load_bui
     batch = trainer._prepare_inputs(trainer.data_collator([trainer.train_dataset[i] for i in range(6)]))
     model.train()
     trainer.compute_loss(model, dict(batch))
-    recorded = torch.as_tensor(trainer.mining.log.drain()["loss"])
+    columns = trainer.mining.log.drain()
+    recorded = torch.as_tensor(columns["loss"])
     with torch.no_grad():
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         labels = batch["labels"]
         sums, counts, worst = per_sample_loss(logits, labels, sample_index_for_padded(*labels.shape), 6, worst_tokens=2)
     expected = sums / counts if statistic == "mean" else worst
     torch.testing.assert_close(recorded, expected, rtol=1e-5, atol=1e-6)
+    if statistic == "worst_tokens":  # the mean rides along, for the trigger's train_loss
+        torch.testing.assert_close(torch.as_tensor(columns["mean_loss"]), sums / counts, rtol=1e-5, atol=1e-6)
+    else:
+        assert "mean_loss" not in columns
     # The two statistics differ on these samples, so the comparison tells them apart.
     assert not torch.allclose(sums / counts, worst, rtol=1e-3)
+
+
+def test_a_worst_tokens_run_monitors_the_same_train_loss_until_its_first_plan(tmp_path, load_builtin):
+    """The statistic changes what is mined, not when: the trigger sees the training loss either way."""
+    example = example_module()
+    monitored = {}
+    for statistic in ("mean", "worst_tokens"):
+        model, tokenizer = load_builtin("text")
+        args = TrainingArguments(
+            output_dir=str(tmp_path / statistic), num_train_epochs=3, per_device_train_batch_size=8, learning_rate=3e-3,
+            report_to=[], use_cpu=True, save_strategy="no", seed=0, disable_tqdm=True, logging_steps=100,
+        )
+        settings = MiningSettings(start_epoch=1, plateau_delta=10.0, sample_loss={"statistic": statistic}, dump=False)
+        trainer = MinedTrainer(model=model, args=args, train_dataset=example.reversal_examples(tokenizer, 32, seed=2),
+                               data_collator=example.pad_collator(tokenizer.eos_token_id), mining=settings)
+        trainer.train()
+        monitored[statistic] = [h["hsm/monitored"] for h in trainer.state.log_history if "hsm/monitored" in h]
+    # Epochs 0 and 1 train identically (the first plan applies from epoch 2).
+    assert monitored["worst_tokens"][:2] == pytest.approx(monitored["mean"][:2], rel=1e-5)
+    assert len(monitored["mean"]) == 3

@@ -86,20 +86,32 @@ class ObservationLog:
     """
 
     COLUMNS = {"sample_id": np.int64, "loss": np.float32, "step": np.int64, "position": np.int64}
+    #: Where the recorded loss is not the mean token loss (``sample_loss: worst_tokens``),
+    #: each sample's mean token loss as well: the epoch's training loss the trigger monitors.
+    MEAN_LOSS = "mean_loss"
+    _LOSSES = ("loss", MEAN_LOSS)
 
     def __init__(self) -> None:
         self._parts: list[dict[str, Any]] = []
-        self._pending = 0  # parts whose loss is still a device tensor
+        self._pending = 0  # parts with a loss still on the device
 
-    def append(self, sample_id, loss, position, step: int) -> None:
+    def append(self, sample_id, loss, position, step: int, mean_loss=None) -> None:
         sample_id = np.asarray(sample_id, dtype=np.int64).reshape(-1)
-        on_device = isinstance(loss, torch.Tensor)
         part = {
             "sample_id": sample_id,
-            "loss": loss.detach().reshape(-1) if on_device else np.asarray(loss, dtype=np.float32).reshape(-1),
             "position": np.asarray(position, dtype=np.int64).reshape(-1),
             "step": np.full(sample_id.size, int(step), np.int64),
         }
+        on_device = False
+        for name, value in (("loss", loss), (self.MEAN_LOSS, mean_loss)):
+            if value is None:
+                continue
+            if isinstance(value, torch.Tensor):
+                part[name], on_device = value.detach().reshape(-1), True
+            else:
+                part[name] = np.asarray(value, dtype=np.float32).reshape(-1)
+        if self._parts and (self.MEAN_LOSS in part) != (self.MEAN_LOSS in self._parts[0]):
+            raise ValueError(f"observations of one epoch must all carry {self.MEAN_LOSS}, or none")
         sizes = {k: int(v.numel() if isinstance(v, torch.Tensor) else v.size) for k, v in part.items()}
         if len(set(sizes.values())) != 1:
             raise ValueError(f"observation columns differ in length: {sizes}")
@@ -110,12 +122,12 @@ class ObservationLog:
         """Copy every loss still on the device to the host, in one copy."""
         if not self._pending:
             return
-        waiting = [p for p in self._parts if isinstance(p["loss"], torch.Tensor)]
-        host = torch.cat([p["loss"].float() for p in waiting]).cpu().numpy()
+        waiting = [(p, name) for p in self._parts for name in self._LOSSES if isinstance(p.get(name), torch.Tensor)]
+        host = torch.cat([p[name].float() for p, name in waiting]).cpu().numpy()
         offset = 0
-        for part in waiting:
-            n = part["loss"].numel()
-            part["loss"], offset = host[offset : offset + n], offset + n
+        for part, name in waiting:
+            n = part[name].numel()
+            part[name], offset = host[offset : offset + n], offset + n
         self._pending = 0
 
     def __len__(self) -> int:
@@ -123,12 +135,22 @@ class ObservationLog:
 
     def drain(self) -> dict[str, np.ndarray]:
         self.flush()
+        columns = dict(self.COLUMNS)
+        if self._parts and self.MEAN_LOSS in self._parts[0]:
+            columns[self.MEAN_LOSS] = np.float32
         out = {
             name: np.concatenate([p[name] for p in self._parts]).astype(dtype, copy=False) if self._parts else np.empty(0, dtype)
-            for name, dtype in self.COLUMNS.items()
+            for name, dtype in columns.items()
         }
         self._parts = []
         return out
+
+
+def finite_mean(values: np.ndarray) -> float | None:
+    """Mean of the finite values (as the tracker's epoch mean counts them); None if there are none."""
+    finite = np.asarray(values, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    return float(finite.mean()) if finite.size else None
 
 
 def deduplicate(columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -181,8 +203,10 @@ class HardMining:
     def plan(self) -> HardSamplePlan | None:
         return self.sampler.plan
 
-    def record(self, sample_id, loss, position, step: int) -> None:
-        self.log.append(sample_id, loss, position, step)
+    def record(self, sample_id, loss, position, step: int, mean_loss=None) -> None:
+        """One micro-batch's observations: ``loss`` as the settings' ``sample_loss`` records it, and
+        ``mean_loss`` each sample's mean token loss where that is not ``loss`` itself."""
+        self.log.append(sample_id, loss, position, step, mean_loss)
 
     def end_epoch(self, epoch: int, monitored: float | None = None) -> dict[str, float]:
         """Gather, mine on rank 0, broadcast the plan; return the hsm/ metrics.
@@ -212,6 +236,9 @@ class HardMining:
     def _mine_on_rank0(self, epoch: int, gathered, monitored):
         obs = deduplicate(gathered)
         self.miner.observe(obs["sample_id"], obs["loss"], epoch=epoch, steps=obs["step"])
+        if monitored is None and ObservationLog.MEAN_LOSS in obs:
+            # The trigger's train_loss is the training loss, whatever statistic is recorded.
+            monitored = finite_mean(obs[ObservationLog.MEAN_LOSS])
         dump = self.settings.dump
         report = self.miner.end_epoch(epoch, monitored, population=dump and self.settings.dump_population)
         metrics = self._metrics(report, observed_now=int(obs["sample_id"].size))

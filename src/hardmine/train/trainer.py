@@ -166,13 +166,15 @@ class HardMiningMixin:
             result = (loss, outputs) if return_outputs else loss
         if self.mining is not None:
             with torch.no_grad():
-                # What the tracker records: the mean token loss, or (sample_loss
-                # worst_tokens) the mean of the sample's highest token losses.
-                means = worst[0] if worst else sample_means(sums, counts)
-            # Identity stayed on the host (see _prepare_inputs); the losses stay on
-            # the device until the step ends (HardMiningCallback.on_step_end).
+                means = sample_means(sums, counts)
+            # What the tracker records: the mean token loss, or (sample_loss
+            # worst_tokens) the mean of the sample's highest token losses, with the
+            # mean beside it for the trigger's train_loss. Identity stayed on the
+            # host (see _prepare_inputs); the losses stay on the device until the
+            # step ends (HardMiningCallback.on_step_end).
             self.mining.record(
-                metadata["sample_id"].cpu().numpy(), means, metadata["position"].cpu().numpy(), step=self.state.global_step
+                metadata["sample_id"].cpu().numpy(), worst[0] if worst else means, metadata["position"].cpu().numpy(),
+                step=self.state.global_step, mean_loss=means if worst else None,
             )
         return result
 
