@@ -134,17 +134,19 @@ def test_a_mean_loss_beside_the_recorded_one_travels_in_the_same_copy(monkeypatc
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(torch.Tensor, "cpu", counting_cpu)
-    log = ObservationLog()
+    log = ObservationLog(with_mean_loss=True)
     for micro_batch in range(2):
         worst = torch.tensor([4.0, 6.0]) + micro_batch
         log.append([micro_batch * 2, micro_batch * 2 + 1], worst, [0, 1], step=0, mean_loss=worst / 2)
     cols = log.drain()
     assert copies == [8]  # both columns of both micro-batches, one copy
     assert cols["loss"].tolist() == [4.0, 6.0, 5.0, 7.0] and cols["mean_loss"].tolist() == [2.0, 3.0, 2.5, 3.5]
-    assert "mean_loss" not in ObservationLog().drain()
-    log.append([0], [1.0], [0], step=1, mean_loss=[0.5])
-    with pytest.raises(ValueError, match="must all carry mean_loss, or none"):
+    # Empty, the log still has the column: every rank gathers the same columns.
+    assert log.drain()["mean_loss"].size == 0 and "mean_loss" not in ObservationLog().drain()
+    with pytest.raises(ValueError, match="expects mean_loss with every observation; got one without it"):
         log.append([1], [1.0], [1], step=1)
+    with pytest.raises(ValueError, match="takes no mean_loss; got one"):
+        ObservationLog().append([1], [1.0], [1], step=1, mean_loss=[0.5])
 
 
 def test_the_trigger_monitors_the_mean_loss_when_another_statistic_is_recorded(tmp_path):

@@ -91,7 +91,13 @@ class ObservationLog:
     MEAN_LOSS = "mean_loss"
     _LOSSES = ("loss", MEAN_LOSS)
 
-    def __init__(self) -> None:
+    def __init__(self, *, with_mean_loss: bool = False) -> None:
+        """``with_mean_loss``: every observation also carries its sample's mean token loss.
+
+        Fixed for the log's life, so that every rank drains the same columns, even a
+        rank that saw nothing this epoch (the gather is a collective per column).
+        """
+        self.with_mean_loss = with_mean_loss
         self._parts: list[dict[str, Any]] = []
         self._pending = 0  # parts with a loss still on the device
 
@@ -110,8 +116,11 @@ class ObservationLog:
                 part[name], on_device = value.detach().reshape(-1), True
             else:
                 part[name] = np.asarray(value, dtype=np.float32).reshape(-1)
-        if self._parts and (self.MEAN_LOSS in part) != (self.MEAN_LOSS in self._parts[0]):
-            raise ValueError(f"observations of one epoch must all carry {self.MEAN_LOSS}, or none")
+        if (self.MEAN_LOSS in part) != self.with_mean_loss:
+            raise ValueError(
+                f"this log expects {self.MEAN_LOSS} with every observation; got one without it" if self.with_mean_loss
+                else f"this log takes no {self.MEAN_LOSS}; got one"
+            )
         sizes = {k: int(v.numel() if isinstance(v, torch.Tensor) else v.size) for k, v in part.items()}
         if len(set(sizes.values())) != 1:
             raise ValueError(f"observation columns differ in length: {sizes}")
@@ -135,9 +144,7 @@ class ObservationLog:
 
     def drain(self) -> dict[str, np.ndarray]:
         self.flush()
-        columns = dict(self.COLUMNS)
-        if self._parts and self.MEAN_LOSS in self._parts[0]:
-            columns[self.MEAN_LOSS] = np.float32
+        columns = {**self.COLUMNS, **({self.MEAN_LOSS: np.float32} if self.with_mean_loss else {})}
         out = {
             name: np.concatenate([p[name] for p in self._parts]).astype(dtype, copy=False) if self._parts else np.empty(0, dtype)
             for name, dtype in columns.items()
@@ -183,7 +190,7 @@ class HardMining:
         self.target = pools[0].name
         self.sampler = sampler
         self.output_dir = Path(output_dir)
-        self.log = ObservationLog()
+        self.log = ObservationLog(with_mean_loss=settings.sample_loss.statistic != "mean")
         # Only rank 0 aggregates; other ranks hold just the plan, via the sampler.
         self.ranks = ranks
         self.miner = HardSampleMiner({self.target: pools[0].size}, [self.target], settings) if ranks.is_main else None
