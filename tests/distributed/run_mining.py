@@ -37,16 +37,17 @@ def main() -> None:
     ap.add_argument("--zero2", action="store_true")
     ap.add_argument("--save", action="store_true", help="checkpoint every epoch")
     ap.add_argument("--resume", default=None, help="checkpoint to resume from")
+    ap.add_argument("--worst-tokens", action="store_true", help="record each sample's worst tokens' mean (and its mean)")
     opts = ap.parse_args()
     out = Path(opts.out)
 
     record = {"epochs": {}, "fed": {}}
     original_record, original_end = HardMining.record, HardMining.end_epoch
 
-    def spy_record(self, sample_id, loss, position, step):
+    def spy_record(self, sample_id, loss, position, step, mean_loss=None):
         epoch = self.sampler.epoch
         record["epochs"].setdefault(str(epoch), {}).setdefault("positions", []).extend(int(p) for p in position)
-        return original_record(self, sample_id, loss, position, step)
+        return original_record(self, sample_id, loss, position, step, mean_loss)
 
     def spy_end(self, epoch, monitored=None):
         if self.miner is not None:
@@ -64,6 +65,7 @@ def main() -> None:
         entry["this_schedule_len"] = len(self.sampler.schedule(epoch))
         if self.miner is not None:
             entry["observations"] = int(self.miner.tracker.stats["observations"])
+            entry["monitored"] = metrics.get("hsm/monitored")
         return metrics
 
     HardMining.record, HardMining.end_epoch = spy_record, spy_end
@@ -96,6 +98,7 @@ def main() -> None:
                 "noise_guard": {"enabled": False},
                 "selector": {"mode": "top_k", "k": 6},
                 "dump": True,
+                **({"sample_loss": {"statistic": "worst_tokens", "tokens": 3}} if opts.worst_tokens else {}),
             },
         },
     }

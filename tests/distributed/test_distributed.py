@@ -68,7 +68,8 @@ def test_two_ranks_agree_and_count_each_sample_once(tmp_path, corpus, zero2):
 
 @pytest.mark.parametrize("zero2", [False], ids=["ddp"])
 def test_mined_set_equals_single_process_selection(tmp_path, corpus, zero2):
-    ranks = launch(tmp_path / "recompute", corpus, zero2)
+    # Recording the worst tokens' mean: the ranks also gather each sample's mean loss for the trigger.
+    ranks = launch(tmp_path / "recompute", corpus, zero2, "--worst-tokens")
     fed = ranks[0]["fed"]
     from hardmine.config import load_config
 
@@ -79,6 +80,8 @@ def test_mined_set_equals_single_process_selection(tmp_path, corpus, zero2):
         obs = fed[epoch]
         miner.observe(np.array(obs["ids"], np.int64), np.array(obs["losses"], np.float32), epoch=int(epoch), steps=np.array(obs["steps"]))
         report = miner.end_epoch(int(epoch))
+        # The trigger saw the epoch's mean token loss, below the recorded worst tokens' mean.
+        assert 0 < ranks[0]["epochs"][epoch]["monitored"] < np.mean(obs["losses"])
         if report.plan is not None:
             dumped = json.loads((tmp_path / "recompute" / "run" / f"hard_samples_epoch_{epoch}.json").read_text())
             assert [s["base_idx"] for s in dumped["samples"]] == [s["base_idx"] for s in report.plan.to_json_dict()["samples"]]
