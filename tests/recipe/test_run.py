@@ -83,11 +83,11 @@ def test_plan_reaches_persistent_workers_and_packing_trains(tmp_path, corpus, mo
     schedules = {}
     original = HardMining.record
 
-    def spy(self, sample_id, loss, position, step):
+    def spy(self, sample_id, loss, position, step, mean_loss=None):
         epoch = self.sampler.epoch
         schedules.setdefault(epoch, self.sampler.schedule(epoch))  # the one this epoch runs on
         seen.setdefault(epoch, Counter()).update(int(s) for s in sample_id)
-        return original(self, sample_id, loss, position, step)
+        return original(self, sample_id, loss, position, step, mean_loss)
 
     monkeypatch.setattr(HardMining, "record", spy)
     cfg = config(
