@@ -70,10 +70,12 @@ LIMITS = [
     "differences by about as much as several arms do. Compare arms with the `Δ vs placebo` columns too.",
     "The VL task's hard slice is crowded scenes, not rare or faint objects: the tiny model cannot learn those within a "
     "CPU budget (see the VL calibration notes), so the page says nothing about mining for them.",
-    "On the VL task a caption's loss is mostly coordinate digits: no sample's loss stayed at its start level (the "
-    "`at_start_level` column of its guard table), so the guard excluded no wrong label, and a sample's mean token loss "
-    "ranks wrong descriptions above clean samples less well than its worst token's loss does (the token-signal section). "
-    "A guard or a mining signal that reads token losses is not built yet.",
+    "On the VL task a caption's loss is mostly coordinate digits: with the mean token loss no sample's loss stayed at "
+    "its start level (the `at_start_level` column of its guard table), so the guard excluded no wrong label, and the "
+    "mean ranks wrong descriptions and the hard slice above the rest less well than the worst tokens do (the "
+    "token-signal section). Recording the worst tokens instead (arm `worst_tokens`) aims mining at the hard slice, but "
+    "it also ranks wrong labels higher, and the same guard on that statistic excludes only a few samples: a guard that "
+    "tells a wrong description from a hard scene is not built.",
     "With `start_level`, a wrong label the model memorised until its loss fell below the start level would be eligible "
     "again; in these runs the text task's wrong labels never fell that far, so the benchmark does not test that case.",
 ]
