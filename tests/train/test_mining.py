@@ -100,7 +100,9 @@ def test_a_dump_that_cannot_be_written_keeps_the_plan_and_the_run(tmp_path, capl
     assert "could not write the dump of epoch 2" in caplog.text
 
 
-def test_losses_on_the_device_are_copied_to_the_host_once_per_flush(monkeypatch):
+@pytest.fixture
+def host_copies(monkeypatch):
+    """The sizes of every device-to-host copy (``Tensor.cpu``) made while the test runs."""
     import torch
 
     copies = []
@@ -111,6 +113,13 @@ def test_losses_on_the_device_are_copied_to_the_host_once_per_flush(monkeypatch)
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(torch.Tensor, "cpu", counting_cpu)
+    return copies
+
+
+def test_losses_on_the_device_are_copied_to_the_host_once_per_flush(host_copies):
+    import torch
+
+    copies = host_copies
     log = ObservationLog()
     for micro_batch in range(4):  # one optimizer step of 4 accumulated micro-batches
         log.append([micro_batch * 2, micro_batch * 2 + 1], torch.tensor([1.0, 2.0]) * micro_batch, [0, 1], step=0)
@@ -123,17 +132,10 @@ def test_losses_on_the_device_are_copied_to_the_host_once_per_flush(monkeypatch)
     assert copies == [8]
 
 
-def test_a_mean_loss_beside_the_recorded_one_travels_in_the_same_copy(monkeypatch):
+def test_a_mean_loss_beside_the_recorded_one_travels_in_the_same_copy(host_copies):
     import torch
 
-    copies = []
-    original = torch.Tensor.cpu
-
-    def counting_cpu(self, *args, **kwargs):
-        copies.append(self.numel())
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(torch.Tensor, "cpu", counting_cpu)
+    copies = host_copies
     log = ObservationLog(with_mean_loss=True)
     for micro_batch in range(2):
         worst = torch.tensor([4.0, 6.0]) + micro_batch
