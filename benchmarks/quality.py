@@ -167,8 +167,9 @@ QUICK = {
 # Seeds and arms of the full suite per task. The VL task costs ~4x the text
 # task a run, so it runs the arms that answer issue 8's main questions (the
 # defaults, the original rule's harm, the guard's part, the order-only
-# placebo, the token-aware statistic with and without the guard) on 5 seeds; the ablations run on the text task, with 8 seeds (its seed
-# spread is as large as most effects: 5 seeds left them undecided).
+# placebo, the token-aware statistic with and without the guard) on 5 seeds;
+# the ablations run on the text task, with 8 seeds (its seed spread is as
+# large as most effects: 5 seeds left them undecided).
 FULL_PLAN = {
     "text": (
         [0, 1, 2, 3, 4, 5, 6, 7],

@@ -729,7 +729,7 @@ def defaults_table(report: dict, sweep: dict | None = None) -> list[str]:
 
     def sample_loss_evidence(task: str) -> str:
         c, e = summary.get(f"{task}/clean"), summary.get(f"{task}/noisy")
-        if "worst_tokens" not in (c or {}).get("arms", {}):
+        if not arm_of(c, "worst_tokens"):
             return "not run"
         out = [
             f"clean hard Δ mean {pct(_rel(c, 'defaults', 'hard_loss'))}, worst tokens {pct(_rel(c, 'worst_tokens', 'hard_loss'))} "
@@ -814,8 +814,8 @@ def overhead_section(overheads: list[dict], images: Path) -> list[str]:
         "",
         "One fixed batch through `compute_loss` + backward: the stock trainer against the same trainer with "
         "mining on (hardmine's tiled LM head at supervised positions, per-sample losses recorded; for TRL, "
-        "its own fused head with the per-sample losses read from it). Interleaved, each arm first in half of "
-        "the rounds; ratios of medians. Peak RSS per arm in a fresh process (it holds the model, so it "
+        "its own fused head with the per-sample losses read from it). Interleaved, the arms taking turns to "
+        "go first; ratios of medians. Peak RSS per arm in a fresh process (it holds the model, so it "
         "understates what the loss path saves). The worst-tokens columns: mining recording each sample's mean of its "
         "3 worst tokens (`sample_loss.statistic: worst_tokens`) instead of its mean; – where a run did not measure it.",
         "",

@@ -42,9 +42,22 @@ STATISTICS = ("mean", "max", "top3")
 
 
 def token_statistics(token_losses: np.ndarray) -> dict[str, float]:
-    """The statistics of one sample's supervised token losses."""
-    worst = np.sort(token_losses)[::-1]
-    return {"mean": float(token_losses.mean()), "max": float(worst[0]), "top3": float(worst[:3].mean())}
+    """The statistics of one sample's supervised token losses; ``max`` and ``top3`` are what
+    hardmine records with ``sample_loss: {statistic: worst_tokens, tokens: 1 or 3}``."""
+    import torch
+
+    from hardmine.train.loss import worst_token_means
+
+    losses = torch.as_tensor(token_losses, dtype=torch.float32)
+    one_sample = torch.zeros(losses.numel(), dtype=torch.long)
+    worst = {k: float(worst_token_means(losses, one_sample, 1, k)[0]) for k in (1, 3)}
+    return {"mean": float(token_losses.mean()), "max": worst[1], "top3": worst[3]}
+
+
+def top10_share(values: np.ndarray, flagged: np.ndarray) -> float:
+    """The share of flagged samples among the 10% that score highest."""
+    top = max(1, flagged.size // 10)
+    return float(flagged[np.argsort(-values, kind="stable")[:top]].mean())
 
 
 def score_run(run_dir: Path, seed: int) -> tuple[dict[str, np.ndarray], dict[str, list[int]]]:
@@ -80,12 +93,11 @@ def score_run(run_dir: Path, seed: int) -> tuple[dict[str, np.ndarray], dict[str
 
 
 def judge(stats: dict[str, np.ndarray], wrong: np.ndarray, hard: np.ndarray) -> dict[str, dict[str, float]]:
-    top = max(1, wrong.size // 10)
     return {
         k: {
             "auc_wrong_vs_clean": auc(v[wrong], v[~wrong]),
             "auc_wrong_vs_clean_hard": auc(v[wrong], v[~wrong & hard]),
-            "top10_wrong_share": float(wrong[np.argsort(-v, kind="stable")[:top]].mean()),
+            "top10_wrong_share": top10_share(v, wrong),
         }
         for k, v in stats.items()
     }
@@ -93,11 +105,10 @@ def judge(stats: dict[str, np.ndarray], wrong: np.ndarray, hard: np.ndarray) -> 
 
 def judge_clean(stats: dict[str, np.ndarray], hard: np.ndarray) -> dict[str, dict[str, float]]:
     """On clean labels: how each statistic ranks the hard slice above the rest."""
-    top = max(1, hard.size // 10)
     return {
         k: {
             "auc_hard_vs_rest": auc(v[hard], v[~hard]),
-            "top10_hard_share": float(hard[np.argsort(-v, kind="stable")[:top]].mean()),
+            "top10_hard_share": top10_share(v, hard),
         }
         for k, v in stats.items()
     }

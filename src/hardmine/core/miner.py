@@ -110,7 +110,11 @@ class MiningSettings:
     dump_population: bool = False  # also every target sample's statistics per mining epoch
 
     def __post_init__(self) -> None:
-        for name, cls in (("sample_loss", SampleLossSettings), ("selector", SelectorSettings), ("aggregation", AggregationSettings), ("noise_guard", GuardSettings)):
+        nested = (
+            ("sample_loss", SampleLossSettings), ("selector", SelectorSettings),
+            ("aggregation", AggregationSettings), ("noise_guard", GuardSettings),
+        )
+        for name, cls in nested:
             object.__setattr__(self, name, settings_from(cls, getattr(self, name), f"{MINING_KEY}.{name}"))
         for name in ("enabled", "higher_is_better", "dump", "dump_population"):
             if not isinstance(getattr(self, name), bool):

@@ -75,7 +75,7 @@ def per_sample_loss(
         else _token_losses(scores, chunk_targets)
         for scores, chunk_targets in zip(chunks, targets.split(chunk_size))
     ]
-    return _per_sample_results(pieces, samples, num_samples, logits.device, worst_tokens)
+    return per_sample_results(_joined(pieces, logits.device), samples, num_samples, worst_tokens)
 
 
 def sample_means(loss_sum: torch.Tensor, token_count: torch.Tensor) -> torch.Tensor:
@@ -127,7 +127,7 @@ def tiled_head_loss(
             pieces.append(_checkpoint(_head_token_losses, scored, head_weight, head_bias, chunk_targets, use_reentrant=False))
         else:
             pieces.append(_head_token_losses(scored, head_weight, head_bias, chunk_targets))
-    return _per_sample_results(pieces, samples, num_samples, hidden.device, worst_tokens)
+    return per_sample_results(_joined(pieces, hidden.device), samples, num_samples, worst_tokens)
 
 
 def scored_positions(labels: torch.Tensor, sample_index: torch.Tensor, vocab_size: int):
@@ -178,13 +178,23 @@ def worst_token_means(token_losses: torch.Tensor, samples: torch.Tensor, num_sam
     return torch.where(counts > 0, means, torch.full_like(means, float("nan")))
 
 
-def _per_sample_results(pieces, samples, num_samples: int, device, worst_tokens: int | None) -> tuple[torch.Tensor, ...]:
-    token_losses = torch.cat(pieces) if pieces else torch.zeros(0, dtype=torch.float32, device=device)
-    loss_sum = torch.zeros(num_samples, dtype=torch.float32, device=device).index_add(0, samples, token_losses)
+def per_sample_results(
+    token_losses: torch.Tensor, samples: torch.Tensor, num_samples: int, worst_tokens: int | None = None
+) -> tuple[torch.Tensor, ...]:
+    """``(loss_sum, token_count)`` (and ``worst_mean`` with ``worst_tokens``) from scored tokens and their samples.
+
+    The one place every loss path (the tiled head, the model's logits, a fused
+    head's log-probabilities) turns per-token losses into per-sample results.
+    """
+    loss_sum = torch.zeros(num_samples, dtype=torch.float32, device=token_losses.device).index_add(0, samples, token_losses)
     result = (loss_sum, torch.bincount(samples, minlength=num_samples))
     if worst_tokens is None:
         return result
     return (*result, worst_token_means(token_losses, samples, num_samples, worst_tokens))
+
+
+def _joined(pieces, device) -> torch.Tensor:
+    return torch.cat(pieces) if pieces else torch.zeros(0, dtype=torch.float32, device=device)
 
 
 def _check_worst_tokens(worst_tokens) -> None:

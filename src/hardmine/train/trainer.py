@@ -34,11 +34,11 @@ from ..core.errors import UserInputError
 from ..data.collate import split_metadata
 from .loss import (
     per_sample_loss,
+    per_sample_results,
     sample_index_for_packed,
     sample_index_for_padded,
     sample_means,
     tiled_head_loss,
-    worst_token_means,
 )
 from .distributed import Ranks, barrier
 from .mining import STATE_FILE, HardMining, MiningError
@@ -359,18 +359,16 @@ def fused_per_sample(
         raise MiningError("the trainer's forward returned no fused log-probabilities to take per-sample losses from")
     log_probs = captured.log_probs.detach().float()
     mask = captured.label_mask.bool()
+    if sample_index is None and worst_tokens is None:
+        # Row sums: no boolean indexing, so no host synchronisation in the step.
+        return -(log_probs * mask).sum(dim=1), mask.sum(dim=1)
     if sample_index is None:
         keep = mask
         samples = keep.nonzero(as_tuple=True)[0]  # each row is one sample
     else:
         keep = mask & (sample_index[:, :-1] == sample_index[:, 1:]) & (sample_index[:, 1:] >= 0)
         samples = sample_index[:, 1:][keep].long()
-    token_losses = -log_probs[keep]
-    sums = torch.zeros(num_samples, dtype=torch.float32, device=log_probs.device).index_add(0, samples, token_losses)
-    result = (sums, torch.bincount(samples, minlength=num_samples))
-    if worst_tokens is None:
-        return result
-    return (*result, worst_token_means(token_losses, samples, num_samples, worst_tokens))
+    return per_sample_results(-log_probs[keep], samples, num_samples, worst_tokens)
 
 
 class CheckpointError(UserInputError):
