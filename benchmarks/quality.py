@@ -42,6 +42,13 @@ epoch in every arm of a seed (the runs are identical until then);
   unlearnt words move even in a caption of coordinate digits
   (``benchmarks/token_signals.py``); ``worst_tokens_guard_off``: the same
   without the noise guard;
+* ``oracle``: not a rule a user can run but the bound on what any rule can
+  reach by reweighting whole samples: mining is told which samples are the
+  hard slice (each observation's recorded loss is replaced by 1 for a hard
+  sample, 0 for the rest; the mean token loss, which the trigger monitors,
+  stays the real one) and marks all of them, with no guard. If this arm
+  does not lower the hard slice's eval loss, no choice of hard samples
+  would, on that task;
 * ``sticky_guard`` / ``improvement_guard``: the defaults with the earlier
   guard rules (``sticky``: the own loss must fall 10% over 2 epochs, and a
   failure excludes for good; ``improvement``: the same test judged afresh
@@ -76,6 +83,7 @@ Writes ``<out>/quality.json`` (every run, every epoch, and a summary).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as _dt
 import json
@@ -118,7 +126,7 @@ SWEEP: dict[str, dict | Callable[[int], dict]] = {
 SWEEP_ARMS = tuple(SWEEP)
 ARMS = (
     "uniform", "placebo", "defaults", "sticky_guard", "improvement_guard", "original", "guard_off", "correction_off",
-    "weight2", "no_flag_for_good", "worst_tokens", "worst_tokens_guard_off", *SWEEP_ARMS,
+    "weight2", "no_flag_for_good", "worst_tokens", "worst_tokens_guard_off", "oracle", *SWEEP_ARMS,
 )
 # The token-aware statistic of arms worst_tokens*: the 3 of benchmarks/token_signals.py.
 WORST_TOKENS = {"statistic": "worst_tokens", "tokens": 3}
@@ -217,6 +225,13 @@ def arm_section(arm: str, *, mine_from: int | None, train_size: int) -> dict[str
         "weight2": {**forced, "hard_weight": 2.0},
         "worst_tokens": {**forced, "sample_loss": WORST_TOKENS},
         "worst_tokens_guard_off": {**forced, "sample_loss": WORST_TOKENS, "noise_guard": {"enabled": False}},
+        # The recorded statistic is replaced by the hard flag (oracle_recording); the
+        # worst-tokens statistic only makes the real mean loss travel beside it, for the
+        # trigger. Raw flags, so every hard sample observed in the epoch scores 1.
+        "oracle": {
+            **forced, "sample_loss": WORST_TOKENS, "selector": {"mode": "threshold", "value": 0.5},
+            "noise_guard": {"enabled": False}, "aggregation": {"progress_correction": False},
+        },
         # A sweep arm changes one default; a forced trigger overrides its own start epoch.
         **{name: {**(change(train_size) if callable(change) else change), **forced} for name, change in SWEEP.items()},
     }
@@ -230,6 +245,26 @@ def arm_settings(arm: str, *, mine_from: int | None, train_size: int):
     from hardmine.core import MiningSettings
 
     return MiningSettings(**arm_section(arm, mine_from=mine_from, train_size=train_size))
+
+
+@contextlib.contextmanager
+def oracle_recording(is_hard: np.ndarray):
+    """While open, mining records 1 for a training sample of the hard slice and 0 for the rest
+    instead of its loss (arm ``oracle``); the mean token loss beside it stays the real one."""
+    from hardmine.core.identity import split_sample_ids
+    from hardmine.train.mining import HardMining
+
+    real_record = HardMining.record
+
+    def record(self, sample_id, loss, position, step, mean_loss=None):
+        _, base_idx = split_sample_ids(np.asarray(sample_id, dtype=np.int64))
+        real_record(self, sample_id, is_hard[base_idx].astype(np.float32), position, step, mean_loss=mean_loss)
+
+    HardMining.record = record
+    try:
+        yield
+    finally:
+        HardMining.record = real_record
 
 
 # ------------------------------------------------------------------ evaluation (shared)
@@ -616,7 +651,10 @@ def run_suite(opts) -> dict:
                     shutil.rmtree(run_dir, ignore_errors=True)  # dumps of an earlier run would be read as this one's
                     t0 = time.perf_counter()
                     runner = run_text if task == "text" else run_vl
-                    result = runner(size, data, condition=condition, seed=seed, arm=arm, mine_from=opts.mine_from, out_dir=run_dir)
+                    with oracle_recording(data["train_hard"]) if arm == "oracle" else contextlib.nullcontext():
+                        result = runner(
+                            size, data, condition=condition, seed=seed, arm=arm, mine_from=opts.mine_from, out_dir=run_dir
+                        )
                     corrupted = data["corrupted"] if condition == "noisy" else None
                     result.update(
                         task=task, condition=condition, seed=seed, arm=arm, wall_s=round(time.perf_counter() - t0, 2),

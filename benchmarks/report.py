@@ -21,7 +21,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 ARM_ORDER = (
     "uniform", "placebo", "defaults", "sticky_guard", "improvement_guard", "weight2",
-    "original", "guard_off", "correction_off", "no_flag_for_good", "worst_tokens", "worst_tokens_guard_off",
+    "original", "guard_off", "correction_off", "no_flag_for_good", "worst_tokens", "worst_tokens_guard_off", "oracle",
 )
 ARM_NOTES = {
     "uniform": "control: mining on, trigger never fires",
@@ -36,6 +36,7 @@ ARM_NOTES = {
     "no_flag_for_good": "defaults with `noise_guard.flag_for_good: false` (long runs only)",
     "worst_tokens": "defaults recording each sample's mean of its 3 worst tokens (`sample_loss.statistic: worst_tokens`)",
     "worst_tokens_guard_off": "`worst_tokens` without the noise guard",
+    "oracle": "bound, not a rule: mining is told the hard slice and marks all of it (weight 3, no guard)",
 }
 TASK_NOTES = {
     "text": "tiny text model (library API); most samples reverse a string of spaced letters, the hard slice (10%) sorts one",
