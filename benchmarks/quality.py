@@ -183,10 +183,10 @@ FULL_PLAN = {
         [0, 1, 2, 3, 4, 5, 6, 7],
         [
             "uniform", "placebo", "defaults", "sticky_guard", "improvement_guard", "original", "guard_off", "correction_off",
-            "weight2", "worst_tokens",
+            "weight2", "worst_tokens", "oracle",
         ],
     ),
-    "vl": ([0, 1, 2, 3, 4], ["uniform", "placebo", "defaults", "original", "guard_off", "worst_tokens", "worst_tokens_guard_off"]),
+    "vl": ([0, 1, 2, 3, 4], ["uniform", "placebo", "defaults", "original", "guard_off", "worst_tokens", "worst_tokens_guard_off", "oracle"]),
 }
 
 

@@ -17,7 +17,19 @@ where the question is the one mining asks: how well the statistic ranks the
 hard slice above the rest, and the hard slice's share of the top 10%.
 
 Statistics: ``mean`` (what hardmine records), ``max`` (the single worst token),
-``top3`` (the mean of the 3 worst tokens).
+``top3`` (the mean of the 3 worst tokens); and ``tokens``, no loss at all but
+the sample's number of supervised tokens, as a reference: the VL hard slice's
+captions are longer (2-3 objects against one), so a statistic that grows with
+a caption's length finds the hard slice for that reason alone, and one that
+ranks it no better than ``tokens`` has learnt nothing from the model.
+
+One more, a candidate for a noise guard rather than for ranking hard samples:
+``confidence3``, the model's top-1 probability at the sample's 3 worst tokens.
+A wrong description contradicts what the model has learnt from every other
+scene, so it predicts the true word there with confidence; at a hard scene's
+worst tokens it is unsure. High ``confidence3`` with a high loss reads as a
+wrong label; its AUC "wrong vs clean hard slice" is the question a guard
+built on it would answer.
 
 Writes ``<out>/token-signals.json``.
 """
@@ -38,12 +50,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality  # noqa: E402  (the task's corruption, scoring and provenance are the quality benchmark's own)
 from signals import auc  # noqa: E402  (one AUC for every signal score)
 
-STATISTICS = ("mean", "max", "top3")
+STATISTICS = ("mean", "max", "top3", "tokens", "confidence3")
 
 
-def token_statistics(token_losses: np.ndarray) -> dict[str, float]:
+def token_statistics(token_losses: np.ndarray, top1_probs: np.ndarray | None = None) -> dict[str, float]:
     """The statistics of one sample's supervised token losses; ``max`` and ``top3`` are what
-    hardmine records with ``sample_loss: {statistic: worst_tokens, tokens: 1 or 3}``."""
+    hardmine records with ``sample_loss: {statistic: worst_tokens, tokens: 1 or 3}``. With
+    ``top1_probs`` (the model's top-1 probability at each of those tokens), ``confidence3``:
+    their mean at the 3 tokens of highest loss (ties: the earlier token, as hardmine breaks them)."""
     import torch
 
     from hardmine.train.loss import worst_token_means
@@ -51,7 +65,10 @@ def token_statistics(token_losses: np.ndarray) -> dict[str, float]:
     losses = torch.as_tensor(token_losses, dtype=torch.float32)
     one_sample = torch.zeros(losses.numel(), dtype=torch.long)
     worst = {k: float(worst_token_means(losses, one_sample, 1, k)[0]) for k in (1, 3)}
-    return {"mean": float(token_losses.mean()), "max": worst[1], "top3": worst[3]}
+    out = {"mean": float(token_losses.mean()), "max": worst[1], "top3": worst[3]}
+    if top1_probs is not None:
+        out["confidence3"] = float(np.asarray(top1_probs)[np.argsort(-np.asarray(token_losses), kind="stable")[:3]].mean())
+    return out
 
 
 def top10_share(values: np.ndarray, flagged: np.ndarray) -> float:
@@ -86,10 +103,13 @@ def score_run(run_dir: Path, seed: int) -> tuple[dict[str, np.ndarray], dict[str
     model.eval()
     with torch.no_grad():
         for inputs in quality.caption_batches(dataset, collator):
-            ce, mask = quality.token_losses(model(**inputs).logits, inputs["labels"])
-            rows += [token_statistics(ce[b][mask[b]].numpy()) for b in range(ce.shape[0])]
+            logits = model(**inputs).logits
+            ce, mask = quality.token_losses(logits, inputs["labels"])
+            top1 = logits[:, :-1].float().log_softmax(-1).max(-1).values.exp()  # shifted as the losses are
+            rows += [token_statistics(ce[b][mask[b]].numpy(), top1[b][mask[b]].numpy()) for b in range(ce.shape[0])]
             counts["supervised_tokens"] += mask.sum(1).tolist()
-    return {k: np.asarray([r[k] for r in rows]) for k in STATISTICS}, counts
+    stats = {k: np.asarray([r[k] for r in rows]) for k in ("mean", "max", "top3", "confidence3")}
+    return stats | {"tokens": np.asarray(counts["supervised_tokens"], dtype=np.float64)}, counts
 
 
 def judge(stats: dict[str, np.ndarray], wrong: np.ndarray, hard: np.ndarray) -> dict[str, dict[str, float]]:

@@ -3,6 +3,7 @@
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
@@ -51,3 +52,34 @@ def test_sweep_refuses_options_that_would_change_what_it_compares(capsys, argv, 
     with pytest.raises(SystemExit):
         quality.parse_args(argv)
     assert message in capsys.readouterr().err
+
+
+def test_oracle_records_the_hard_flag_and_keeps_the_real_mean_loss():
+    from hardmine.core.identity import sample_ids
+    from hardmine.train.mining import HardMining, ObservationLog
+
+    is_hard = np.array([False, True, False, True])
+    mining = object.__new__(HardMining)  # only its observation log is used by record
+    mining.log = ObservationLog(with_mean_loss=True)
+    real_record = HardMining.record
+    ids = sample_ids("target", np.array([3, 0, 1]))
+    with quality.oracle_recording(is_hard):
+        mining.record(ids, np.array([0.5, 2.0, 7.0]), [0, 1, 2], step=1, mean_loss=np.array([0.1, 0.2, 0.3]))
+    assert HardMining.record is real_record  # restored on leaving
+    mining.record(ids, np.array([0.5, 2.0, 7.0]), [3, 4, 5], step=2, mean_loss=np.array([0.1, 0.2, 0.3]))
+    drained = mining.log.drain()
+    np.testing.assert_array_equal(drained["loss"], [1.0, 0.0, 1.0, 0.5, 2.0, 7.0])
+    np.testing.assert_allclose(drained["mean_loss"], [0.1, 0.2, 0.3] * 2)
+
+
+def test_oracle_arm_marks_every_sample_its_flag_puts_at_one_without_a_guard():
+    from hardmine.core import MiningSettings
+
+    settings = quality.arm_settings("oracle", mine_from=None, train_size=100)
+    assert settings.noise_guard.enabled is False and settings.aggregation.progress_correction is False
+    assert settings.selector.mode == "threshold" and 0 < settings.selector.value <= 1
+    # The trigger is the defaults': the oracle arm fires when the defaults arm does.
+    assert settings.sample_loss.statistic == "worst_tokens"
+    default = MiningSettings()
+    assert (settings.start_epoch, settings.plateau_delta, settings.patience) == (
+        default.start_epoch, default.plateau_delta, default.patience)

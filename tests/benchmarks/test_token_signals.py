@@ -16,6 +16,14 @@ def test_statistics_of_one_sample():
     assert stats["mean"] == pytest.approx(1.28) and stats["max"] == 4.0 and stats["top3"] == pytest.approx(2.0666667)
 
 
+def test_confidence_is_the_top1_probability_at_the_worst_tokens():
+    losses = np.array([0.1, 4.0, 0.2, 2.0, 2.0])
+    top1 = np.array([0.9, 0.8, 0.7, 0.2, 0.5])
+    # The 3 worst: 4.0, then the tie at 2.0 (both taken) -> tokens 1, 3, 4.
+    assert token_signals.token_statistics(losses, top1)["confidence3"] == pytest.approx(0.5)
+    assert "confidence3" not in token_signals.token_statistics(losses)
+
+
 def test_auc_counts_ties_half_and_orders_perfectly_separated_groups():
     assert token_signals.auc([3.0, 4.0], [1.0, 2.0]) == 1.0
     assert token_signals.auc([1.0, 2.0], [3.0, 4.0]) == 0.0
