@@ -123,3 +123,26 @@ def test_overhead_section_shows_the_worst_tokens_ratios_where_measured(tmp_path)
     assert "| `text-padded` | 10.0 | 9.0 | 0.900 | 500 | 500 | 1.000 | – | – | `aaaaaaaaaaaa` |" in page
     assert "| `vl-padded` | 10.0 | 9.0 | 0.900 | 500 | 500 | 1.000 | 0.950 | 1.010 | `bbbbbbbbbbbb` |" in page
     assert (tmp_path / "overhead.png").is_file()
+
+
+def _paired(rel, better, of):
+    return {"hard_loss": {"mean_relative": rel, "better_in": better, "of": of}}
+
+
+def test_oracle_check_asks_the_goal_of_the_bound_and_is_absent_without_an_oracle_arm():
+    report_data = {"summary": {"vl/clean": {"arms": {"oracle": {"paired": _paired(-0.004, 2, 5)}}},
+                               "text/clean": {"arms": {"oracle": {"paired": _paired(-0.31, 8, 8)}}}}}
+    [(goal, ok, measured)] = report.oracle_check(report_data, "vl")
+    assert ok is False and "oracle" in goal and measured == "-0.4% (2/5 seeds better)"
+    assert report.oracle_check(report_data, "text")[0][1] is True
+    assert report.oracle_check({"summary": {"vl/clean": {"arms": {}}}}, "vl") == []
+
+
+def test_oracle_reach_says_what_share_of_the_bound_an_arm_reaches():
+    entry = {"arms": {"oracle": {"paired": _paired(-0.30, 8, 8)}, "defaults": {"paired": _paired(-0.075, 7, 8)}}}
+    line = report.oracle_reach(entry, "defaults")
+    assert "-30.0% (8/8 seeds better)" in line and "`defaults` reaches 25%" in line
+    # No share of a bound that is no gain.
+    entry["arms"]["oracle"]["paired"] = _paired(0.01, 1, 5)
+    assert "reaches" not in report.oracle_reach(entry, "defaults")
+    assert report.oracle_reach({"arms": {}}, "defaults") == ""
