@@ -77,6 +77,12 @@ LIMITS = [
     "token-signal section). Recording the worst tokens instead (arm `worst_tokens`) aims mining at the hard slice, but "
     "it also ranks wrong labels higher, and the same guard on that statistic excludes only a few samples: a guard that "
     "tells a wrong description from a hard scene is not built.",
+    "The VL task's hard slice has 2-3 objects against one, so its captions are longer: a statistic that grows with a "
+    "caption's length finds it for that reason alone (the `tokens` row of the token signals), and a real corpus whose "
+    "hard samples are not the long ones would not reward it. hardmine's statistics are per-token means, which length "
+    "does not favour.",
+    "The `confidence3` guard candidate is scored on the final models only, not at the epochs where mining selects; "
+    "no guard is built on it.",
     "With `start_level`, a wrong label the model memorised until its loss fell below the start level would be eligible "
     "again; in these runs the text task's wrong labels never fell that far, so the benchmark does not test that case.",
 ]
