@@ -102,9 +102,13 @@ def main() -> None:
             },
         },
     }
+    # Every rank writes the same file and reads it back at once: each writes its own
+    # copy and renames it into place (atomic), so that no rank reads a file another
+    # rank is halfway through rewriting (a truncated config, missing keys).
     config_path = out / "config.yaml"
-    if distributed.current_ranks().is_main or not config_path.exists():
-        config_path.write_text(yaml.safe_dump(tree))
+    own_copy = out / f"config.rank{distributed.current_ranks().rank}.yaml"
+    own_copy.write_text(yaml.safe_dump(tree))
+    os.replace(own_copy, config_path)
     result = run_training(load_config(config_path, checks=CHECKS), resume_from_checkpoint=opts.resume)
     record["global_step"] = result.trainer.state.global_step
     record["deepspeed"] = bool(result.trainer.is_deepspeed_enabled)
