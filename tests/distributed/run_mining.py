@@ -104,9 +104,11 @@ def main() -> None:
     }
     # Every rank writes the same file and reads it back at once: each writes its own
     # copy and renames it into place (atomic), so that no rank reads a file another
-    # rank is halfway through rewriting (a truncated config, missing keys).
+    # rank is halfway through rewriting (a truncated config, missing keys). The copy
+    # is named by process id: the process group does not exist yet, so every rank
+    # would call itself rank 0.
     config_path = out / "config.yaml"
-    own_copy = out / f"config.rank{distributed.current_ranks().rank}.yaml"
+    own_copy = out / f"config.{os.getpid()}.yaml"
     own_copy.write_text(yaml.safe_dump(tree))
     os.replace(own_copy, config_path)
     result = run_training(load_config(config_path, checks=CHECKS), resume_from_checkpoint=opts.resume)
