@@ -42,13 +42,13 @@ epoch in every arm of a seed (the runs are identical until then);
   unlearnt words move even in a caption of coordinate digits
   (``benchmarks/token_signals.py``); ``worst_tokens_guard_off``: the same
   without the noise guard;
-* ``oracle``: not a rule a user can run but the bound on what any rule can
-  reach by reweighting whole samples: mining is told which samples are the
+* ``oracle``: not a rule a user can run but the reference for what
+  reweighting whole samples can reach: mining is told which samples are the
   hard slice (each observation's recorded loss is replaced by 1 for a hard
   sample, 0 for the rest; the mean token loss, which the trigger monitors,
-  stays the real one) and marks all of them, with no guard. If this arm
-  does not lower the hard slice's eval loss, no choice of hard samples
-  would, on that task;
+  stays the real one) and marks all of them, with no guard. Where even this
+  arm does not lower the hard slice's eval loss, a rule's null result on
+  that task says little about the rule;
 * ``sticky_guard`` / ``improvement_guard``: the defaults with the earlier
   guard rules (``sticky``: the own loss must fall 10% over 2 epochs, and a
   failure excludes for good; ``improvement``: the same test judged afresh

@@ -108,7 +108,7 @@ def score_run(run_dir: Path, seed: int) -> tuple[dict[str, np.ndarray], dict[str
             top1 = logits[:, :-1].float().log_softmax(-1).max(-1).values.exp()  # shifted as the losses are
             rows += [token_statistics(ce[b][mask[b]].numpy(), top1[b][mask[b]].numpy()) for b in range(ce.shape[0])]
             counts["supervised_tokens"] += mask.sum(1).tolist()
-    stats = {k: np.asarray([r[k] for r in rows]) for k in ("mean", "max", "top3", "confidence3")}
+    stats = {k: np.asarray([r[k] for r in rows]) for k in STATISTICS if k != "tokens"}
     return stats | {"tokens": np.asarray(counts["supervised_tokens"], dtype=np.float64)}, counts
 
 
