@@ -11,7 +11,7 @@ import yaml
 from PIL import Image
 
 from hardmine.data.records import DenseCaptionRecord, read_jsonl
-from hardmine.data.synth import COMMON_COLOURS, HARD_SHARE, make_dataset
+from hardmine.data.synth import COMMON_COLOURS, HARD_SHARE, RARE_COLOURS, make_dataset
 
 SMALL = dict(target_size=40, source_sizes={"shapes_a": 12, "shapes_b": 8}, val_size=20, image_size=64)
 
@@ -137,6 +137,18 @@ def test_crowded_preset_has_one_object_scenes_and_a_crowded_hard_slice(tmp_path)
         assert counts["hard"] and counts["hard"] <= {2, 3}
 
 
+def test_rare_preset_names_the_hard_slice_in_rare_colour_words_only(tmp_path):
+    make_dataset(tmp_path, seed=2, target_size=40, source_sizes={}, val_size=20, target_preset="rare")
+    for split in ("train", "val"):
+        records, _ = read_jsonl(tmp_path / "target" / f"{split}.jsonl")
+        colours = {"easy": set(), "hard": set()}
+        for record in records:
+            assert len(record.objects) == 1
+            colours[record.metadata["slice"]].add(record.objects[0].desc.split(" ")[0])
+        assert colours["easy"] and colours["easy"] <= set(COMMON_COLOURS)
+        assert colours["hard"] and colours["hard"] <= set(RARE_COLOURS)
+
+
 @pytest.mark.parametrize(
     "changes, message",
     [
@@ -145,7 +157,7 @@ def test_crowded_preset_has_one_object_scenes_and_a_crowded_hard_slice(tmp_path)
         ({"val_size": 0}, "val_size: got 0; expected an integer >= 1"),
         ({"target_size": 2.5}, "target_size: got 2.5"),
         ({"image_size": 8}, "image_size: got 8; expected an integer in [32, 2048]"),
-        ({"target_preset": "busy"}, "target_preset: got 'busy'; expected one of standard, crowded"),
+        ({"target_preset": "busy"}, "target_preset: got 'busy'; expected one of standard, crowded, rare"),
     ],
 )
 def test_bad_arguments_are_errors(tmp_path, changes, message):
