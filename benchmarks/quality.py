@@ -928,7 +928,8 @@ def _json_default(x):
 
 
 def merge_reports(reports: list[dict]) -> dict:
-    """One report of suites run in parallel: each ran other tasks, at one commit, in one mode."""
+    """One report of suites run in parallel at one commit, in one mode: each ran other tasks, or
+    other seeds of a task (with the same sizes and arms)."""
     first = reports[0]
     for r in reports[1:]:
         for key in ("benchmark", "mode"):
@@ -938,12 +939,24 @@ def merge_reports(reports: list[dict]) -> dict:
             raise ValueError("cannot merge: the suites ran different or uncommitted code")
         if r["setup"]["mine_from"] != first["setup"]["mine_from"]:
             raise ValueError("cannot merge: the suites forced different start epochs")
-    tasks = [t for r in reports for t in r["setup"]["tasks"]]
-    if len(set(tasks)) != len(tasks):
-        raise ValueError(f"cannot merge: a task ran in more than one suite ({tasks})")
     setup = dict(first["setup"])
     for key in ("tasks", "plan", "arm_settings"):
-        setup[key] = {k: v for r in reports for k, v in r["setup"][key].items()}
+        setup[key] = {}
+    for r in reports:
+        for task, plan in r["setup"]["plan"].items():
+            if task not in setup["plan"]:
+                for key in ("tasks", "plan", "arm_settings"):
+                    setup[key][task] = r["setup"][key][task]
+                continue
+            for key in ("tasks", "arm_settings"):
+                if r["setup"][key][task] != setup[key][task]:
+                    raise ValueError(f"cannot merge: task {task} ran with different {key} in two suites")
+            known = setup["plan"][task]
+            if plan["arms"] != known["arms"]:
+                raise ValueError(f"cannot merge: task {task} ran arms {plan['arms']} in one suite and {known['arms']} in another")
+            if set(plan["seeds"]) & set(known["seeds"]):
+                raise ValueError(f"cannot merge: task {task} ran seeds {sorted(set(plan['seeds']) & set(known['seeds']))} in two suites")
+            setup["plan"][task] = {**known, "seeds": sorted(known["seeds"] + plan["seeds"])}
     setup["arms"] = [a for a in ARMS if any(a in p["arms"] for p in setup["plan"].values())]
     setup["seeds"] = sorted({s for p in setup["plan"].values() for s in p["seeds"]})
     setup["conditions"] = sorted({c for r in reports for c in r["setup"]["conditions"]}, key=CONDITIONS.index)

@@ -40,8 +40,9 @@ ARM_NOTES = {
 }
 TASK_NOTES = {
     "text": "tiny text model (library API); most samples reverse a string of spaced letters, the hard slice (10%) sorts one",
-    "vl": "tiny Qwen2-VL (YAML entry point), dense captions of the synthetic corpus's `crowded` preset: one large object "
-          "per scene; the hard slice (15%, `metadata.slice == hard`) has 2-3 smaller objects to order and name",
+    "vl": "tiny Qwen2-VL (YAML entry point), dense captions of the synthetic corpus's `rare` preset: one large object "
+          "per scene, named by colour and shape; in the hard slice (15%, `metadata.slice == hard`) the colour word is one "
+          "of four rare ones that only the hard slice uses",
 }
 # How each task was sized (prose only: every number on the page comes from the JSON).
 CALIBRATION_NOTES = {
@@ -58,8 +59,15 @@ CALIBRATION_NOTES = {
         "learning rates from half to 2.5x, batch 4, a constant schedule, smaller images, 3-4x the samples, and outside the "
         "benchmark a wider vision tower and a deeper text model. A probe then varied the scenes instead: with one large "
         "object per scene the control learns to name it within the run; with rare colour words in the hard slice it never "
-        "named those (its description accuracy stayed at zero, nothing for mining to act on); with 2-3 smaller objects of "
-        "the common colours it names them partly. That last corpus is the `crowded` preset the benchmark uses now."
+        "named those by the end; with 2-3 smaller objects of the common colours it names them partly. The suites up to "
+        "commit 311dc01 used that last corpus (the `crowded` preset), but there the `oracle` arm (told the hard slice) "
+        "lowered neither the hard slice's loss nor raised its description accuracy, and with 20 epochs instead of 10 it "
+        "overfitted the few crowded scenes: showing them more often could not help, so the task could not judge a rule. "
+        "The benchmark now uses the `rare` preset: one large object per scene, and rare colour words in the hard slice, "
+        "which the control hardly learns to name within the run, and which the `oracle` shows more often can teach. "
+        "A caption's loss is mostly its coordinate digits, which both slices share, so the hard slice's extra difficulty "
+        "is one token in about twenty: it shows in the object-description accuracy far more than in the loss, and the "
+        "calibration checks accept either."
     ),
 }
 LIMITS = [
@@ -69,18 +77,18 @@ LIMITS = [
     "(used by the `improvement` and `sticky` rules only).",
     "Seed spread is large at these sizes: the `placebo` arm (order change, no reweighting) moves the paired "
     "differences by about as much as several arms do. Compare arms with the `Δ vs placebo` columns too.",
-    "The VL task's hard slice is crowded scenes, not rare or faint objects: the tiny model cannot learn those within a "
-    "CPU budget (see the VL calibration notes), so the page says nothing about mining for them.",
+    "The VL task's hard slice is rare colour words on large objects, not crowded scenes or small faint objects: within "
+    "a CPU budget the tiny model does not learn faint objects at all, and learns crowded scenes no better when shown "
+    "them more often (see the VL calibration notes), so the page says nothing about mining for those.",
     "On the VL task a caption's loss is mostly coordinate digits: with the mean token loss no sample's loss stayed at "
     "its start level (the `at_start_level` column of its guard table), so the guard excluded no wrong label, and the "
     "mean ranks wrong descriptions and the hard slice above the rest less well than the worst tokens do (the "
     "token-signal section). Recording the worst tokens instead (arm `worst_tokens`) aims mining at the hard slice, but "
     "it also ranks wrong labels higher, and the same guard on that statistic excludes only a few samples: a guard that "
     "tells a wrong description from a hard scene is not built.",
-    "The VL task's hard slice has 2-3 objects against one, so its captions are longer: a statistic that grows with a "
-    "caption's length finds it for that reason alone (the `tokens` row of the token signals), and a real corpus whose "
-    "hard samples are not the long ones would not reward it. hardmine's statistics are per-token means, which length "
-    "does not favour.",
+    "On the VL task both slices have one object per scene, so a caption's length does not tell the hard slice (the "
+    "`tokens` row of the token signals is the check); with suites up to commit 311dc01 (crowded scenes) it did, and a "
+    "statistic that grows with length would have found the hard slice for that reason alone.",
     "The `confidence3` guard candidate is scored on the final models only, not at the epochs where mining selects; "
     "no guard is built on it.",
     "With `start_level`, a wrong label the model memorised until its loss fell below the start level would be eligible "
@@ -347,41 +355,62 @@ def calibration_checks(report: dict, task: str, condition: str = "clean") -> lis
         ("learns the task: overall loss at most 60% of its first-epoch value",
          last["all"] <= 0.6 * first["all"], f"{fmt(first['all'])} → {fmt(last['all'])} ({pct(last['all'] / first['all'] - 1, 0)})"),
         (f"learns the task: {ACCURACY_NAME[acc]} on the rest at least 0.5", bool(rest_acc >= 0.5), fmt(rest_acc)),
-        ("the hard slice is harder: final hard loss at least 1.2x the rest's",
-         last["hard"] >= 1.2 * last["rest"], f"{fmt(last['hard'])} vs {fmt(last['rest'])} ({fmt(last['hard'] / last['rest'], 2)}x)"),
+        (f"the hard slice is harder: final hard loss at least 1.2x the rest's, or its {ACCURACY_NAME[acc]} at most half "
+         "the rest's",
+         bool(last["hard"] >= 1.2 * last["rest"] or hard_acc <= 0.5 * rest_acc),
+         f"{fmt(last['hard'])} vs {fmt(last['rest'])} ({fmt(last['hard'] / last['rest'], 2)}x); {ACCURACY_NAME[acc]} "
+         f"{fmt(hard_acc)} vs {fmt(rest_acc)}"),
         (f"the hard slice is learnt partly: its loss fell at least 10% and its {ACCURACY_NAME[acc]} is below 0.9",
          bool(last["hard"] <= 0.9 * first["hard"] and hard_acc < 0.9), f"{fmt(first['hard'])} → {fmt(last['hard'])}, {ACCURACY_NAME[acc]} {fmt(hard_acc)}"),
     ]
 
 
 ORACLE_GAIN = -0.10  # issue 8's clean goal for the defaults, asked first of the bound
+# Or, in the task's accuracy (absolute): where the hard slice's difficulty is a
+# token or two of a long answer (VL: the colour word of a caption that is mostly
+# coordinates), the loss cannot move 10% however well the slice is learnt.
+ORACLE_ACCURACY_GAIN = 0.10
 
 
 def oracle_check(report: dict, task: str, condition: str = "clean") -> list[tuple[str, bool, str]]:
-    """Whether reweighting whole samples can reach the goal at all on this task: the ``oracle`` arm,
-    told the hard slice, must lower its eval loss by as much as the goal asks of the defaults.
-    Where it cannot, no mining rule's null result says anything about the rule."""
-    paired = arm_of(report["summary"].get(f"{task}/{condition}"), "oracle").get("paired", {}).get("hard_loss")
-    if not paired:
+    """Whether reweighting whole samples can help at all on this task: the ``oracle`` arm, told the
+    hard slice, must lower its eval loss by as much as the goal asks of the defaults, or raise its
+    task-level accuracy by ``ORACLE_ACCURACY_GAIN``. Where it cannot, no mining rule's null result
+    says anything about the rule."""
+    paired = arm_of(report["summary"].get(f"{task}/{condition}"), "oracle").get("paired", {})
+    loss, accuracy = paired.get("hard_loss"), paired.get(f"hard_{ACCURACY[task]}")
+    if not loss:
         return []
+    measured = f"{pct(loss['mean_relative'])} ({loss['better_in']}/{loss['of']} seeds better)"
+    ok = loss["mean_relative"] <= ORACLE_GAIN
+    if accuracy:
+        measured += f"; {ACCURACY_NAME[ACCURACY[task]]} {accuracy['mean_diff']:+.3f} ({accuracy['better_in']}/{accuracy['of']} seeds better)"
+        ok = ok or accuracy["mean_diff"] >= ORACLE_ACCURACY_GAIN
     return [(
         f"reweighting can help: the `oracle` arm (told the hard slice, weight 3) lowers hard-slice loss at least "
-        f"{pct(-ORACLE_GAIN, 0, sign=False)} vs uniform",
-        paired["mean_relative"] <= ORACLE_GAIN,
-        f"{pct(paired['mean_relative'])} ({paired['better_in']}/{paired['of']} seeds better)",
+        f"{pct(-ORACLE_GAIN, 0, sign=False)} vs uniform, or raises its {ACCURACY_NAME[ACCURACY[task]]} at least "
+        f"{ORACLE_ACCURACY_GAIN:.2f}",
+        ok, measured,
     )]
 
 
-def oracle_reach(entry: dict | None, arm: str) -> str:
-    """The bound and how much of it an arm reaches (its clean hard-slice gain over the oracle's)."""
-    oracle = arm_of(entry, "oracle").get("paired", {}).get("hard_loss")
+def oracle_reach(entry: dict | None, arm: str, accuracy: str | None = None) -> str:
+    """The bound and how much of it an arm reaches (its clean hard-slice gain over the oracle's),
+    in the loss and, where ``accuracy`` names the task's metric, in that accuracy."""
+    oracle_paired, own_paired = arm_of(entry, "oracle").get("paired", {}), arm_of(entry, arm).get("paired", {})
+    oracle = oracle_paired.get("hard_loss")
     if not oracle:
         return ""
-    own = arm_of(entry, arm).get("paired", {}).get("hard_loss")
+    own = own_paired.get("hard_loss")
     reach = (f", of which `{arm}` reaches {pct(own['mean_relative'] / oracle['mean_relative'], 0, sign=False)}"
              if own and oracle["mean_relative"] < 0 else "")
-    return (f"; the bound (`oracle`, told the hard slice): clean hard-slice loss {pct(oracle['mean_relative'])} "
+    line = (f"; the bound (`oracle`, told the hard slice): clean hard-slice loss {pct(oracle['mean_relative'])} "
             f"({oracle['better_in']}/{oracle['of']} seeds better){reach}")
+    oracle_acc, own_acc = oracle_paired.get(f"hard_{accuracy}"), own_paired.get(f"hard_{accuracy}")
+    if accuracy and oracle_acc and own_acc:
+        line += (f", hard-slice {ACCURACY_NAME[accuracy]} {oracle_acc['mean_diff']:+.3f} vs uniform "
+                 f"(`{arm}`: {own_acc['mean_diff']:+.3f})")
+    return line
 
 
 def verdict(ok: bool | None) -> str:
@@ -583,7 +612,7 @@ def summary_lines(report: dict) -> list[str]:
         calibrated = all(ok for _, ok, _ in calibration_checks(report, task))
         out.append(
             f"- `{task}`, today's defaults (`{arm}`) vs uniform: " + "; ".join(parts)
-            + oracle_reach(summary.get(f"{task}/clean"), arm)
+            + oracle_reach(summary.get(f"{task}/clean"), arm, ACCURACY.get(task))
             + f". Issue 8's goals met: {sum(ok is True for _, ok, _ in checks)} of {len(checks)}."
             + ("" if calibrated else " The control fails a calibration check (see the task's section).")
         )

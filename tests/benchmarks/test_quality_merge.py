@@ -56,6 +56,35 @@ def test_merge_refuses_suites_that_do_not_belong_together(change, message):
         quality.merge_reports([_report("text"), other])
 
 
-def test_merge_refuses_a_task_run_twice():
-    with pytest.raises(ValueError, match="more than one suite"):
-        quality.merge_reports([_report("text"), copy.deepcopy(_report("text"))])
+def _seeds(report, seed):
+    """The same suite run with another seed."""
+    report["setup"]["plan"]["text"]["seeds"] = [seed]
+    report["setup"]["seeds"] = [seed]
+    for run in report["runs"]:
+        run["seed"] = seed
+    return report
+
+
+def test_merge_joins_the_seeds_of_a_task_split_over_suites():
+    one, two = _report("text"), _seeds(_report("text"), 1)
+    two["runs"][1]["epochs"][0]["hard"]["loss"] = 0.9
+    merged = quality.merge_reports([one, two, _report("vl")])
+    assert merged["setup"]["plan"]["text"]["seeds"] == [0, 1] and merged["setup"]["seeds"] == [0, 1]
+    paired = merged["summary"]["text/clean"]["arms"]["defaults"]["paired"]["hard_loss"]
+    assert paired["of"] == 2 and paired["mean_relative"] == pytest.approx(-0.15)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda r: None, r"ran seeds \[0\] in two suites"),
+        (lambda r: _seeds(r, 1)["setup"]["plan"]["text"].update(arms=["uniform"]), "ran arms"),
+        (lambda r: _seeds(r, 1)["setup"]["tasks"].update(text={"epochs": 3}), "different tasks"),
+        (lambda r: _seeds(r, 1)["setup"]["arm_settings"].update(text={"defaults": {}}), "different arm_settings"),
+    ],
+)
+def test_merge_refuses_a_task_whose_suites_overlap_or_differ(change, message):
+    other = copy.deepcopy(_report("text"))
+    change(other)
+    with pytest.raises(ValueError, match=message):
+        quality.merge_reports([_report("text"), other])

@@ -138,6 +138,16 @@ def test_oracle_check_asks_the_goal_of_the_bound_and_is_absent_without_an_oracle
     assert report.oracle_check({"summary": {"vl/clean": {"arms": {}}}}, "vl") == []
 
 
+def test_oracle_check_passes_on_the_task_accuracy_where_the_loss_cannot_move():
+    paired = {**_paired(-0.03, 4, 6), "hard_desc_acc": {"mean_diff": 0.25, "better_in": 6, "of": 6}}
+    report_data = {"summary": {"vl/clean": {"arms": {"oracle": {"paired": paired}}}}}
+    [(goal, ok, measured)] = report.oracle_check(report_data, "vl")
+    assert ok is True and "object-description accuracy at least 0.10" in goal
+    assert measured == "-3.0% (4/6 seeds better); object-description accuracy +0.250 (6/6 seeds better)"
+    paired["hard_desc_acc"]["mean_diff"] = 0.05
+    assert report.oracle_check(report_data, "vl")[0][1] is False
+
+
 def test_oracle_reach_says_what_share_of_the_bound_an_arm_reaches():
     entry = {"arms": {"oracle": {"paired": _paired(-0.30, 8, 8)}, "defaults": {"paired": _paired(-0.075, 7, 8)}}}
     line = report.oracle_reach(entry, "defaults")
@@ -146,3 +156,32 @@ def test_oracle_reach_says_what_share_of_the_bound_an_arm_reaches():
     entry["arms"]["oracle"]["paired"] = _paired(0.01, 1, 5)
     assert "reaches" not in report.oracle_reach(entry, "defaults")
     assert report.oracle_reach({"arms": {}}, "defaults") == ""
+
+
+def test_oracle_reach_adds_the_task_accuracy_where_both_arms_have_it():
+    accuracy = lambda d: {"hard_desc_acc": {"mean_diff": d, "better_in": 1, "of": 1}}  # noqa: E731
+    entry = {"arms": {"oracle": {"paired": {**_paired(-0.05, 5, 6), **accuracy(0.3)}},
+                      "defaults": {"paired": {**_paired(-0.01, 3, 6), **accuracy(0.04)}}}}
+    line = report.oracle_reach(entry, "defaults", "desc_acc")
+    assert "object-description accuracy +0.300 vs uniform (`defaults`: +0.040)" in line
+    assert "accuracy" not in report.oracle_reach(entry, "defaults")
+
+
+def _control_run(first: dict, last: dict) -> dict:
+    return {"task": "vl", "condition": "clean", "arm": "uniform", "seed": 0,
+            "epochs": [{k: {"loss": v} for k, v in first.items()},
+                       {k: {"loss": v, "desc_acc": a} for k, (v, a) in last.items()}]}
+
+
+def test_hard_slice_counts_as_harder_by_its_loss_or_by_its_accuracy():
+    first = {"hard": 1.8, "rest": 1.7, "all": 1.72}
+
+    def harder(last):
+        report_data = {"runs": [_control_run(first, last)], "summary": {}}
+        [ok] = [ok for goal, ok, _ in report.calibration_checks(report_data, "vl") if goal.startswith("the hard slice is harder")]
+        return ok
+
+    # One rare word in a caption of coordinates: the loss hardly differs, the accuracy does.
+    assert harder({"hard": (0.94, 0.03), "rest": (0.89, 0.6), "all": (0.9, 0.5)}) is True
+    assert harder({"hard": (0.94, 0.5), "rest": (0.89, 0.6), "all": (0.9, 0.5)}) is False
+    assert harder({"hard": (1.2, 0.5), "rest": (0.89, 0.6), "all": (0.9, 0.5)}) is True
