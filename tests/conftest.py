@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 
 import pytest
 
 TIERS = ("unit", "integration", "distributed", "gpu")
+_OWN_CACHE: list[str] = []  # the cache this session made, removed when it ends
 
 
 def pytest_configure(config):
     # Built-in models are built into a cache; tests use their own (inherited by
     # the torchrun subprocesses) unless HARDMINE_CACHE points somewhere already.
-    os.environ.setdefault("HARDMINE_CACHE", tempfile.mkdtemp(prefix="hardmine-test-cache-"))
+    if "HARDMINE_CACHE" not in os.environ:
+        _OWN_CACHE.append(tempfile.mkdtemp(prefix="hardmine-test-cache-"))
+        os.environ["HARDMINE_CACHE"] = _OWN_CACHE[-1]
+
+
+def pytest_unconfigure(config):
+    for path in _OWN_CACHE:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):
