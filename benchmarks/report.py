@@ -1089,7 +1089,7 @@ TOKEN_STAT_NOTES = {
     "mean": "mean token loss (`sample_loss.statistic: mean`, the default)",
     "max": "the worst token's loss",
     "top3": "mean of the 3 worst tokens (`sample_loss.statistic: worst_tokens`, arm `worst_tokens`)",
-    "tokens": "reference, no loss: the caption's number of supervised tokens (the hard slice's captions are longer)",
+    "tokens": "reference, no loss: the caption's number of supervised tokens (a statistic that ranks like it finds long captions)",
     "confidence3": "guard candidate: the model's top-1 probability at the 3 worst tokens (sure of another word: a wrong label?)",
 }
 

@@ -18,10 +18,11 @@ hard slice above the rest, and the hard slice's share of the top 10%.
 
 Statistics: ``mean`` (what hardmine records), ``max`` (the single worst token),
 ``top3`` (the mean of the 3 worst tokens); and ``tokens``, no loss at all but
-the sample's number of supervised tokens, as a reference: the VL hard slice's
-captions are longer (2-3 objects against one), so a statistic that grows with
-a caption's length finds the hard slice for that reason alone, and one that
-ranks it no better than ``tokens`` has learnt nothing from the model.
+the sample's number of supervised tokens, as a reference: where a task's hard
+captions are longer (the ``crowded`` corpus: 2-3 objects against one), a
+statistic that grows with a caption's length finds the hard slice for that
+reason alone, and one that ranks it no better than ``tokens`` has learnt
+nothing from the model. On the ``rare`` corpus both slices have one object.
 
 One more, a candidate for a noise guard rather than for ranking hard samples:
 ``confidence3``, the model's top-1 probability at the sample's 3 worst tokens.
@@ -140,11 +141,19 @@ def summarise(per_seed: dict[str, Any]) -> dict[str, Any]:
     return {k: {m: quality.stats([per_seed[s][k][m] for s in per_seed]) for m in first[k]} for k in STATISTICS}
 
 
+def seed_folder(work_dirs: list[str], seed: int) -> Path:
+    """A seed's runs: in the first ``--work`` folder that has them (seeds split over parallel
+    suites lie in different folders), else where the first folder would hold them."""
+    folders = [Path(w, "vl", f"seed{seed}") for w in work_dirs]
+    return next((f for f in folders if f.is_dir()), folders[0])
+
+
 def main(argv=None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--suite", required=True, help="the --out folder of a VL quality suite (its quality.json)")
-    ap.add_argument("--work", required=True, help="that suite's --work folder (its trained runs)")
+    ap.add_argument("--work", required=True, nargs="+",
+                    help="that suite's --work folder (its trained runs); several where its seeds ran in parallel suites")
     ap.add_argument("--out", default=str(quality.REPO / "benchmarks" / "results"))
     opts = ap.parse_args(argv)
     import torch
@@ -161,11 +170,11 @@ def main(argv=None) -> int:
     hard_shares = []
     counts: dict[str, list[int]] = {"supervised_tokens": [], "description_tokens": []}
     for seed in plan["seeds"]:  # the suite's own seeds, not whatever else lies in --work
-        seed_dir = Path(opts.work, "vl", f"seed{seed}")
+        seed_dir = seed_folder(opts.work, seed)
         for condition in quality.CONDITIONS:
             run_dir = seed_dir / condition / "uniform"
             if not (run_dir / "final").is_dir():
-                raise SystemExit(f"--work {opts.work}: no finished run at {run_dir} (seed {seed} of the suite)")
+                raise SystemExit(f"--work {' '.join(opts.work)}: no finished run at {run_dir} (seed {seed} of the suite)")
         lines = (seed_dir / "data" / "target" / "train.jsonl").read_text(encoding="utf-8").splitlines()
         hard = np.asarray([json.loads(line)["metadata"]["slice"] == "hard" for line in lines])
         wrong = np.zeros(hard.size, bool)

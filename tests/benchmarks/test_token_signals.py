@@ -48,3 +48,12 @@ def test_judge_clean_scores_how_each_statistic_ranks_the_hard_slice():
     assert verdict["top3"] == {"auc_hard_vs_rest": 1.0, "top10_hard_share": 1.0}
     # One hard sample above the rest, one below: chance; one of the top two is hard.
     assert verdict["mean"] == {"auc_hard_vs_rest": 0.5, "top10_hard_share": 0.5}
+
+
+def test_seed_folder_finds_each_seed_in_the_suite_that_ran_it(tmp_path):
+    (tmp_path / "a" / "vl" / "seed0").mkdir(parents=True)
+    (tmp_path / "b" / "vl" / "seed3").mkdir(parents=True)
+    work = [str(tmp_path / "a"), str(tmp_path / "b")]
+    assert token_signals.seed_folder(work, 3) == tmp_path / "b" / "vl" / "seed3"
+    assert token_signals.seed_folder(work, 0) == tmp_path / "a" / "vl" / "seed0"
+    assert token_signals.seed_folder(work, 7) == tmp_path / "a" / "vl" / "seed7"  # missing: named in the error
