@@ -317,6 +317,18 @@ def per_sample_scores(logits, labels, tokenizer=None) -> dict[str, np.ndarray]:
 DESC_VALUE = re.compile(r'"desc":"([^"]*)"')
 
 
+def description_spans(token_ids: list[int], tokenizer) -> list[np.ndarray]:
+    """Per object of one rendered caption, the mask of its tokens that overlap its description's words."""
+    pieces = [tokenizer.decode([t]) for t in token_ids]
+    ends = np.cumsum([len(p) for p in pieces])
+    starts = ends - np.asarray([len(p) for p in pieces])
+    spans = []
+    for match in DESC_VALUE.finditer("".join(pieces)):
+        lo, hi = match.span(1)
+        spans.append((starts < hi) & (ends > lo))
+    return spans
+
+
 def description_hits(token_ids: list[int], correct: np.ndarray, tokenizer) -> tuple[int, int]:
     """(objects whose description words are all predicted, objects) in one rendered caption.
 
@@ -324,15 +336,8 @@ def description_hits(token_ids: list[int], correct: np.ndarray, tokenizer) -> tu
     learns last; whether it names each object right ("purple triangle") is
     what the hard slice (rare colour words) is about.
     """
-    pieces = [tokenizer.decode([t]) for t in token_ids]
-    ends = np.cumsum([len(p) for p in pieces])
-    starts = ends - np.asarray([len(p) for p in pieces])
-    hits = total = 0
-    for match in DESC_VALUE.finditer("".join(pieces)):
-        lo, hi = match.span(1)
-        total += 1
-        hits += bool(correct[(starts < hi) & (ends > lo)].all())
-    return hits, total
+    spans = description_spans(token_ids, tokenizer)
+    return sum(bool(correct[span].all()) for span in spans), len(spans)
 
 
 def score_batches(model, batches, tokenizer=None) -> dict[str, np.ndarray]:

@@ -90,7 +90,10 @@ LIMITS = [
     "`tokens` row of the token signals is the check); with suites up to commit 311dc01 (crowded scenes) it did, and a "
     "statistic that grows with length would have found the hard slice for that reason alone.",
     "The `confidence3` guard candidate is scored on the final models only, not at the epochs where mining selects; "
-    "no guard is built on it.",
+    "no guard is built on it. On the VL task's rare colour words it fails as a guard anyway: the model names a "
+    "rare-coloured object confidently in a common colour word, so `confidence3` ranks the clean hard slice above the "
+    "rest too (the token signals' clean table), and a guard built on it would exclude the samples mining should show "
+    "more often. A rare word and a wrong label look alike until the model has learnt the word.",
     "With `start_level`, a wrong label the model memorised until its loss fell below the start level would be eligible "
     "again; in these runs the text task's wrong labels never fell that far, so the benchmark does not test that case.",
 ]
@@ -1089,6 +1092,7 @@ TOKEN_STAT_NOTES = {
     "mean": "mean token loss (`sample_loss.statistic: mean`, the default)",
     "max": "the worst token's loss",
     "top3": "mean of the 3 worst tokens (`sample_loss.statistic: worst_tokens`, arm `worst_tokens`)",
+    "descriptions": "mean loss over the description words' tokens only (not in hardmine: it would need to know which tokens matter)",
     "tokens": "reference, no loss: the caption's number of supervised tokens (a statistic that ranks like it finds long captions)",
     "confidence3": "guard candidate: the model's top-1 probability at the 3 worst tokens (sure of another word: a wrong label?)",
 }

@@ -23,14 +23,20 @@ captions are longer (the ``crowded`` corpus: 2-3 objects against one), a
 statistic that grows with a caption's length finds the hard slice for that
 reason alone, and one that ranks it no better than ``tokens`` has learnt
 nothing from the model. On the ``rare`` corpus both slices have one object.
+And ``descriptions``: the mean loss over the tokens of the caption's
+description words alone (its JSON ``desc`` values), a statistic hardmine does
+not record, since it would need to know which tokens of an answer matter; it
+asks how much of the dilution a span-restricted statistic would undo.
 
 One more, a candidate for a noise guard rather than for ranking hard samples:
 ``confidence3``, the model's top-1 probability at the sample's 3 worst tokens.
 A wrong description contradicts what the model has learnt from every other
 scene, so it predicts the true word there with confidence; at a hard scene's
-worst tokens it is unsure. High ``confidence3`` with a high loss reads as a
-wrong label; its AUC "wrong vs clean hard slice" is the question a guard
-built on it would answer.
+worst tokens it may be unsure, but at a word it has not learnt yet (the rare
+colour words of the VL task's hard slice) it is as sure of a common word as at
+a wrong label. High ``confidence3`` with a high loss reads as a wrong label;
+its AUC "wrong vs clean hard slice" is the question a guard built on it would
+answer, and its AUC "hard vs rest" on clean labels says what it would cost.
 
 Writes ``<out>/token-signals.json``.
 """
@@ -51,14 +57,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality  # noqa: E402  (the task's corruption, scoring and provenance are the quality benchmark's own)
 from signals import auc  # noqa: E402  (one AUC for every signal score)
 
-STATISTICS = ("mean", "max", "top3", "tokens", "confidence3")
+STATISTICS = ("mean", "max", "top3", "descriptions", "tokens", "confidence3")
 
 
-def token_statistics(token_losses: np.ndarray, top1_probs: np.ndarray | None = None) -> dict[str, float]:
+def token_statistics(
+    token_losses: np.ndarray, top1_probs: np.ndarray | None = None, description_mask: np.ndarray | None = None
+) -> dict[str, float]:
     """The statistics of one sample's supervised token losses; ``max`` and ``top3`` are what
     hardmine records with ``sample_loss: {statistic: worst_tokens, tokens: 1 or 3}``. With
     ``top1_probs`` (the model's top-1 probability at each of those tokens), ``confidence3``:
-    their mean at the 3 tokens of highest loss (ties: the earlier token, as hardmine breaks them)."""
+    their mean at the 3 tokens of highest loss (ties: the earlier token, as hardmine breaks them).
+    With ``description_mask`` (the tokens of the caption's description words), ``descriptions``:
+    the mean loss over those tokens alone (nan where the caption has none)."""
     import torch
 
     from hardmine.train.loss import worst_token_means
@@ -69,6 +79,9 @@ def token_statistics(token_losses: np.ndarray, top1_probs: np.ndarray | None = N
     out = {"mean": float(token_losses.mean()), "max": worst[1], "top3": worst[3]}
     if top1_probs is not None:
         out["confidence3"] = float(np.asarray(top1_probs)[np.argsort(-np.asarray(token_losses), kind="stable")[:3]].mean())
+    if description_mask is not None:
+        chosen = np.asarray(token_losses)[np.asarray(description_mask, dtype=bool)]
+        out["descriptions"] = float(chosen.mean()) if chosen.size else float("nan")
     return out
 
 
@@ -107,7 +120,11 @@ def score_run(run_dir: Path, seed: int) -> tuple[dict[str, np.ndarray], dict[str
             logits = model(**inputs).logits
             ce, mask = quality.token_losses(logits, inputs["labels"])
             top1 = logits[:, :-1].float().log_softmax(-1).max(-1).values.exp()  # shifted as the losses are
-            rows += [token_statistics(ce[b][mask[b]].numpy(), top1[b][mask[b]].numpy()) for b in range(ce.shape[0])]
+            targets = inputs["labels"][:, 1:]
+            for b in range(ce.shape[0]):
+                spans = quality.description_spans(targets[b][mask[b]].tolist(), tokenizer)
+                words = np.logical_or.reduce(spans) if spans else np.zeros(int(mask[b].sum()), dtype=bool)
+                rows.append(token_statistics(ce[b][mask[b]].numpy(), top1[b][mask[b]].numpy(), words))
             counts["supervised_tokens"] += mask.sum(1).tolist()
     stats = {k: np.asarray([r[k] for r in rows]) for k in STATISTICS if k != "tokens"}
     return stats | {"tokens": np.asarray(counts["supervised_tokens"], dtype=np.float64)}, counts

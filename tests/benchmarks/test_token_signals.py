@@ -57,3 +57,10 @@ def test_seed_folder_finds_each_seed_in_the_suite_that_ran_it(tmp_path):
     assert token_signals.seed_folder(work, 3) == tmp_path / "b" / "vl" / "seed3"
     assert token_signals.seed_folder(work, 0) == tmp_path / "a" / "vl" / "seed0"
     assert token_signals.seed_folder(work, 7) == tmp_path / "a" / "vl" / "seed7"  # missing: named in the error
+
+
+def test_descriptions_is_the_mean_loss_over_the_description_tokens_alone():
+    losses = np.array([0.1, 4.0, 0.2, 2.0])
+    stats = token_signals.token_statistics(losses, description_mask=np.array([False, True, False, True]))
+    assert stats["descriptions"] == pytest.approx(3.0)
+    assert np.isnan(token_signals.token_statistics(losses, description_mask=np.zeros(4, dtype=bool))["descriptions"])
