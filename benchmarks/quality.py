@@ -968,7 +968,9 @@ def merge_reports(reports: list[dict]) -> dict:
     runs = [run for r in reports for run in r["runs"]]
     return {
         **first, "setup": setup, "runs": runs,
-        "wall_s": max(r["wall_s"] for r in reports),  # they ran side by side
+        "meta": min((r["meta"] for r in reports), key=lambda m: m.get("started_at", "")),  # when the first began
+        "wall_s": max(r["wall_s"] for r in reports),  # side by side at best
+        "wall_s_parts": [w for r in reports for w in r.get("wall_s_parts", [r["wall_s"]])],
         "parallel_suites": len(reports),
         "summary": summarize(runs, setup["mine_from"]),
     }

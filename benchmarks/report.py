@@ -592,6 +592,15 @@ def defaults_section(report: dict) -> list[str]:
     return lines
 
 
+def wall_time(report: dict) -> str:
+    """The suite's wall time; for merged suites (one core each), their total and the longest."""
+    parts = report.get("wall_s_parts")
+    if not parts:
+        return f"Wall time of the suite: {report['wall_s'] / 60:.1f} min."
+    return (f"Wall time: {len(parts)} suites of one process each, {sum(parts) / 60:.1f} min of runs in all, "
+            f"the longest {max(parts) / 60:.1f} min.")
+
+
 def summary_lines(report: dict) -> list[str]:
     """One line per task: today's defaults against the control, and how many of issue 8's goals they meet."""
     out = []
@@ -1226,7 +1235,7 @@ def build_page(
         f"Quality benchmark (`benchmarks/quality.py`, {report['mode']} mode), {provenance(meta)}.",
         f"Machine: {meta['processor']} ({meta['machine']}, {meta['cpus']} CPUs, {meta['threads']} torch thread(s)), "
         f"Python {meta['python']}, torch {meta['torch']}, transformers {meta['transformers']}. "
-        f"Wall time of the suite: {report['wall_s'] / 60:.1f} min.",
+        + wall_time(report),
         "",
         "## Set-up",
         "",

@@ -22,7 +22,7 @@ def _run(task, arm, seed, loss):
 def _report(task):
     return {
         "benchmark": "hardmine.quality/1", "mode": "full", "wall_s": 60.0 if task == "text" else 90.0,
-        "meta": {"started_commit": "abc", "dirty": False},
+        "meta": {"started_commit": "abc", "dirty": False, "started_at": "2026-11-28T06:00:00"},
         "setup": {
             "tasks": {task: {}}, "plan": {task: {"seeds": [0], "arms": ["uniform", "defaults"]}},
             "arm_settings": {task: {}}, "arms": ["uniform", "defaults"], "conditions": ["clean"], "seeds": [0],
@@ -35,7 +35,7 @@ def _report(task):
 def test_merge_joins_tasks_and_summarises_them_together():
     merged = quality.merge_reports([_report("text"), _report("vl")])
     assert list(merged["setup"]["tasks"]) == ["text", "vl"] and len(merged["runs"]) == 4
-    assert merged["wall_s"] == 90.0 and merged["parallel_suites"] == 2
+    assert merged["wall_s"] == 90.0 and merged["parallel_suites"] == 2 and merged["wall_s_parts"] == [60.0, 90.0]
     for key in ("text/clean", "vl/clean"):
         assert merged["summary"][key]["arms"]["defaults"]["paired"]["hard_loss"]["mean_relative"] == pytest.approx(-0.2)
 
@@ -67,11 +67,13 @@ def _seeds(report, seed):
 
 def test_merge_joins_the_seeds_of_a_task_split_over_suites():
     one, two = _report("text"), _seeds(_report("text"), 1)
+    one["meta"]["started_at"], two["meta"]["started_at"] = "2026-11-28T05:38:00", "2026-11-28T05:01:00"
     two["runs"][1]["epochs"][0]["hard"]["loss"] = 0.9
     merged = quality.merge_reports([one, two, _report("vl")])
     assert merged["setup"]["plan"]["text"]["seeds"] == [0, 1] and merged["setup"]["seeds"] == [0, 1]
     paired = merged["summary"]["text/clean"]["arms"]["defaults"]["paired"]["hard_loss"]
     assert paired["of"] == 2 and paired["mean_relative"] == pytest.approx(-0.15)
+    assert merged["meta"]["started_at"] == "2026-11-28T05:01:00"  # the page says when the suite began
 
 
 @pytest.mark.parametrize(

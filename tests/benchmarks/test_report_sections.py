@@ -185,3 +185,9 @@ def test_hard_slice_counts_as_harder_by_its_loss_or_by_its_accuracy():
     assert harder({"hard": (0.94, 0.03), "rest": (0.89, 0.6), "all": (0.9, 0.5)}) is True
     assert harder({"hard": (0.94, 0.5), "rest": (0.89, 0.6), "all": (0.9, 0.5)}) is False
     assert harder({"hard": (1.2, 0.5), "rest": (0.89, 0.6), "all": (0.9, 0.5)}) is True
+
+
+def test_wall_time_gives_the_total_and_the_longest_of_merged_suites():
+    assert report.wall_time({"wall_s": 120.0}) == "Wall time of the suite: 2.0 min."
+    assert report.wall_time({"wall_s": 120.0, "wall_s_parts": [60.0, 120.0]}) == (
+        "Wall time: 2 suites of one process each, 3.0 min of runs in all, the longest 2.0 min.")
