@@ -63,12 +63,14 @@ bench: $(STAMP) $(STAMP_TRL)
 	$(BIN)/python benchmarks/core_scale.py --samples 10000000
 	# The quality suite on two cores, one process each: the text task then VL seeds 4-5 on one,
 	# VL seeds 0-3 on the other (the seeds of FULL_PLAN in benchmarks/quality.py), then one report.
+	# Fresh work folders: the token signals must not find an older suite's runs there.
+	rm -rf /tmp/hardmine-quality-text /tmp/hardmine-quality-vl /tmp/hardmine-quality-vl45
 	(OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python benchmarks/quality.py --tasks text --out /tmp/hardmine-quality-text \
 		--work /tmp/hardmine-quality-text/work && \
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python benchmarks/quality.py --tasks vl --seeds 4 5 \
 		--out /tmp/hardmine-quality-vl45 --work /tmp/hardmine-quality-vl45/work) & first=$$!; \
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python benchmarks/quality.py --tasks vl --seeds 0 1 2 3 \
-		--out /tmp/hardmine-quality-vl --work /tmp/hardmine-quality-vl/work && wait $$first
+		--out /tmp/hardmine-quality-vl --work /tmp/hardmine-quality-vl/work; own=$$?; wait $$first && [ $$own -eq 0 ]
 	$(BIN)/python benchmarks/quality.py --merge /tmp/hardmine-quality-text /tmp/hardmine-quality-vl /tmp/hardmine-quality-vl45 \
 		--out benchmarks/results
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python benchmarks/signals.py --out benchmarks/results
@@ -79,7 +81,7 @@ bench: $(STAMP) $(STAMP_TRL)
 		--arms uniform placebo defaults no_flag_for_good --out /tmp/hardmine-quality-long \
 		--work /tmp/hardmine-quality-long/work & long=$$!; \
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python benchmarks/quality.py --sweep \
-		--out /tmp/hardmine-quality-sweep --work /tmp/hardmine-quality-sweep/work && wait $$long
+		--out /tmp/hardmine-quality-sweep --work /tmp/hardmine-quality-sweep/work; own=$$?; wait $$long && [ $$own -eq 0 ]
 	cp /tmp/hardmine-quality-long/quality.json benchmarks/results/quality-long.json
 	cp /tmp/hardmine-quality-sweep/quality.json benchmarks/results/quality-sweep.json
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/overhead.py --repeats 60 --out benchmarks/results/overhead.json

@@ -1,6 +1,6 @@
 """Does mining help? A paired-seed quality benchmark of hardmine's rules.
 
-    python benchmarks/quality.py                      # the full suite (about 1.5 h on one core)
+    python benchmarks/quality.py                      # the full suite (about 1.7 h on one core)
     python benchmarks/quality.py --quick              # the pipeline on tiny sizes (~20 s)
     python benchmarks/quality.py --resummarize        # recompute the summary of the JSON
     python benchmarks/quality.py --tasks text --out A & python benchmarks/quality.py --tasks vl --out B
@@ -498,7 +498,10 @@ def run_text(
 
 
 # ------------------------------------------------------------------ VL task
-COLOUR_WORDS = ("red", "green", "blue", "yellow", "purple", "orange", "cyan", "pink")
+# Colour words in two groups: a wrong label swaps a colour for another of its
+# own group, so the ``rare`` corpus's rare words stay the hard slice's alone
+# (a wrong label is an error in the sample's vocabulary, not a new word).
+COLOUR_GROUPS = (("red", "green", "blue", "yellow"), ("purple", "orange", "cyan", "pink"))
 SHAPE_WORDS = ("square", "triangle", "pentagon", "line")
 
 
@@ -529,9 +532,10 @@ def make_vl_data(size: VLSize, seed: int, root: Path) -> dict[str, Any]:
 
 
 def wrong_description(desc: str, rng: np.random.Generator) -> str:
-    """Another colour and another shape than the true ones: a label error, not a paraphrase."""
+    """Another colour (of the true one's group) and another shape than the true ones: a label error, not a paraphrase."""
     colour, shape = desc.split(" ", 1)
-    colours = [c for c in COLOUR_WORDS if c != colour]
+    group = next(g for g in COLOUR_GROUPS if colour in g)
+    colours = [c for c in group if c != colour]
     shapes = [s for s in SHAPE_WORDS if s != shape]
     return f"{colours[int(rng.integers(len(colours)))]} {shapes[int(rng.integers(len(shapes)))]}"
 
@@ -932,6 +936,10 @@ def _json_default(x):
     raise TypeError(f"not JSON serialisable: {type(x).__name__}")
 
 
+#: What the suites' machines must share to be merged into one report.
+MERGE_SAME_MACHINE = ("python", "torch", "transformers", "cpus")
+
+
 def merge_reports(reports: list[dict]) -> dict:
     """One report of suites run in parallel at one commit, in one mode: each ran other tasks, or
     other seeds of a task (with the same sizes and arms)."""
@@ -944,19 +952,27 @@ def merge_reports(reports: list[dict]) -> dict:
             raise ValueError("cannot merge: the suites ran different or uncommitted code")
         if r["setup"]["mine_from"] != first["setup"]["mine_from"]:
             raise ValueError("cannot merge: the suites forced different start epochs")
+        for key in MERGE_SAME_MACHINE:
+            if r["meta"].get(key) != first["meta"].get(key):
+                raise ValueError(f"cannot merge: {key} {r['meta'].get(key)!r} differs from {first['meta'].get(key)!r}")
     setup = dict(first["setup"])
     for key in ("tasks", "plan", "arm_settings"):
         setup[key] = {}
+    conditions_of: dict[str, list[str]] = {}
     for r in reports:
         for task, plan in r["setup"]["plan"].items():
             if task not in setup["plan"]:
                 for key in ("tasks", "plan", "arm_settings"):
                     setup[key][task] = r["setup"][key][task]
+                conditions_of[task] = r["setup"]["conditions"]
                 continue
             for key in ("tasks", "arm_settings"):
                 if r["setup"][key][task] != setup[key][task]:
                     raise ValueError(f"cannot merge: task {task} ran with different {key} in two suites")
             known = setup["plan"][task]
+            if sorted(r["setup"]["conditions"]) != sorted(conditions_of[task]):
+                raise ValueError(f"cannot merge: task {task} ran conditions {r['setup']['conditions']} in one suite "
+                                 f"and {conditions_of[task]} in another")
             if plan["arms"] != known["arms"]:
                 raise ValueError(f"cannot merge: task {task} ran arms {plan['arms']} in one suite and {known['arms']} in another")
             if set(plan["seeds"]) & set(known["seeds"]):
@@ -966,12 +982,18 @@ def merge_reports(reports: list[dict]) -> dict:
     setup["seeds"] = sorted({s for p in setup["plan"].values() for s in p["seeds"]})
     setup["conditions"] = sorted({c for r in reports for c in r["setup"]["conditions"]}, key=CONDITIONS.index)
     runs = [run for r in reports for run in r["runs"]]
+    parts = [w for r in reports for w in r.get("wall_s_parts", [r["wall_s"]])]
+    starts = [_dt.datetime.fromisoformat(r["meta"]["started_at"]) for r in reports if r["meta"].get("started_at")]
+    ends = [_dt.datetime.fromisoformat(r["meta"]["started_at"]) + _dt.timedelta(seconds=r.get("elapsed_s", r["wall_s"]))
+            for r in reports if r["meta"].get("started_at")]
     return {
         **first, "setup": setup, "runs": runs,
-        "meta": min((r["meta"] for r in reports), key=lambda m: m.get("started_at", "")),  # when the first began
-        "wall_s": max(r["wall_s"] for r in reports),  # side by side at best
-        "wall_s_parts": [w for r in reports for w in r.get("wall_s_parts", [r["wall_s"]])],
-        "parallel_suites": len(reports),
+        # When the first suite began (a suite without a start time cannot be the first).
+        "meta": min((r["meta"] for r in reports), key=lambda m: m.get("started_at") or "~"),
+        "wall_s": max(r["wall_s"] for r in reports),
+        "wall_s_parts": parts,
+        "elapsed_s": (max(ends) - min(starts)).total_seconds() if len(starts) == len(reports) else None,
+        "parallel_suites": len(parts),
         "summary": summarize(runs, setup["mine_from"]),
     }
 
@@ -992,7 +1014,8 @@ def parse_args(argv=None):
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     ap.add_argument("--work", default="/tmp/hardmine-quality", help="corpora, runs and dumps")
     ap.add_argument("--merge", nargs="+", metavar="DIR", default=None,
-                    help="merge the quality.json of runs made in parallel (same commit, different tasks) into <out>; train nothing")
+                    help="merge the quality.json of runs made in parallel (same commit; other tasks, or other seeds of a task) "
+                         "into <out>; train nothing")
     ap.add_argument("--resummarize", action="store_true", help="recompute the summary of <out>/quality.json from its runs; train nothing")
     opts = ap.parse_args(argv)
     if opts.sweep and opts.arms:

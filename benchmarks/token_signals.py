@@ -159,10 +159,19 @@ def summarise(per_seed: dict[str, Any]) -> dict[str, Any]:
 
 
 def seed_folder(work_dirs: list[str], seed: int) -> Path:
-    """A seed's runs: in the first ``--work`` folder that has them (seeds split over parallel
-    suites lie in different folders), else where the first folder would hold them."""
-    folders = [Path(w, "vl", f"seed{seed}") for w in work_dirs]
-    return next((f for f in folders if f.is_dir()), folders[0])
+    """A seed's runs: the one ``--work`` folder holding its finished clean and noisy ``uniform`` runs
+    (seeds split over parallel suites lie in different folders). None or several is an error: an
+    older suite's runs left in another folder must not be scored as this suite's."""
+    finished = [
+        Path(w, "vl", f"seed{seed}") for w in work_dirs
+        if all(Path(w, "vl", f"seed{seed}", c, "uniform", "final").is_dir() for c in quality.CONDITIONS)
+    ]
+    if len(finished) != 1:
+        raise SystemExit(
+            f"--work {' '.join(work_dirs)}: {len(finished)} folders hold finished uniform runs of seed {seed} "
+            f"({', '.join(map(str, finished)) or 'none'}); expected exactly one"
+        )
+    return finished[0]
 
 
 def main(argv=None) -> int:
@@ -188,10 +197,6 @@ def main(argv=None) -> int:
     counts: dict[str, list[int]] = {"supervised_tokens": [], "description_tokens": []}
     for seed in plan["seeds"]:  # the suite's own seeds, not whatever else lies in --work
         seed_dir = seed_folder(opts.work, seed)
-        for condition in quality.CONDITIONS:
-            run_dir = seed_dir / condition / "uniform"
-            if not (run_dir / "final").is_dir():
-                raise SystemExit(f"--work {' '.join(opts.work)}: no finished run at {run_dir} (seed {seed} of the suite)")
         lines = (seed_dir / "data" / "target" / "train.jsonl").read_text(encoding="utf-8").splitlines()
         hard = np.asarray([json.loads(line)["metadata"]["slice"] == "hard" for line in lines])
         wrong = np.zeros(hard.size, bool)

@@ -71,6 +71,8 @@ def test_merge_joins_the_seeds_of_a_task_split_over_suites():
     two["runs"][1]["epochs"][0]["hard"]["loss"] = 0.9
     merged = quality.merge_reports([one, two, _report("vl")])
     assert merged["setup"]["plan"]["text"]["seeds"] == [0, 1] and merged["setup"]["seeds"] == [0, 1]
+    # one at 05:01 for 60 s, one at 05:38 for 60 s, vl at 06:00 for 90 s: 60.5 min from first start to last end
+    assert merged["elapsed_s"] == pytest.approx(60 * 60 + 30) and merged["parallel_suites"] == 3
     paired = merged["summary"]["text/clean"]["arms"]["defaults"]["paired"]["hard_loss"]
     assert paired["of"] == 2 and paired["mean_relative"] == pytest.approx(-0.15)
     assert merged["meta"]["started_at"] == "2026-11-28T05:01:00"  # the page says when the suite began
@@ -83,6 +85,8 @@ def test_merge_joins_the_seeds_of_a_task_split_over_suites():
         (lambda r: _seeds(r, 1)["setup"]["plan"]["text"].update(arms=["uniform"]), "ran arms"),
         (lambda r: _seeds(r, 1)["setup"]["tasks"].update(text={"epochs": 3}), "different tasks"),
         (lambda r: _seeds(r, 1)["setup"]["arm_settings"].update(text={"defaults": {}}), "different arm_settings"),
+        (lambda r: _seeds(r, 1)["setup"].update(conditions=["clean", "noisy"]), "ran conditions"),
+        (lambda r: _seeds(r, 1)["meta"].update(torch="2.0"), "torch"),
     ],
 )
 def test_merge_refuses_a_task_whose_suites_overlap_or_differ(change, message):

@@ -33,3 +33,12 @@ def test_description_hits_count_objects_whose_every_word_token_is_right():
     correct[2] = False  # "ple" of "purple" wrong; a wrong coordinate (7) does not count
     correct[7] = False
     assert quality.description_hits(list(range(len(PIECES))), correct, PieceTokenizer(PIECES)) == (1, 2)
+
+
+def test_a_wrong_description_keeps_the_colour_group_and_changes_colour_and_shape():
+    rng = np.random.default_rng(0)
+    for desc in ("red square", "purple line", "cyan triangle", "yellow pentagon"):
+        group = next(g for g in quality.COLOUR_GROUPS if desc.split(" ")[0] in g)
+        for _ in range(20):
+            colour, shape = quality.wrong_description(desc, rng).split(" ")
+            assert colour in group and colour != desc.split(" ")[0] and shape != desc.split(" ")[1]

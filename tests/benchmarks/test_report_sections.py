@@ -163,7 +163,8 @@ def test_oracle_reach_adds_the_task_accuracy_where_both_arms_have_it():
     entry = {"arms": {"oracle": {"paired": {**_paired(-0.05, 5, 6), **accuracy(0.3)}},
                       "defaults": {"paired": {**_paired(-0.01, 3, 6), **accuracy(0.04)}}}}
     line = report.oracle_reach(entry, "defaults", "desc_acc")
-    assert "object-description accuracy +0.300 vs uniform (`defaults`: +0.040)" in line
+    assert "object-description accuracy +0.300 vs uniform (1/1 seeds better; `defaults`: +0.040, 1/1)" in line
+    assert "reaches" not in line  # the oracle's -5% loss misses its goal: no share of it
     assert "accuracy" not in report.oracle_reach(entry, "defaults")
 
 
@@ -191,3 +192,5 @@ def test_wall_time_gives_the_total_and_the_longest_of_merged_suites():
     assert report.wall_time({"wall_s": 120.0}) == "Wall time of the suite: 2.0 min."
     assert report.wall_time({"wall_s": 120.0, "wall_s_parts": [60.0, 120.0]}) == (
         "Wall time: 2 suites of one process each, 3.0 min of runs in all, the longest 2.0 min.")
+    assert report.wall_time({"wall_s": 120.0, "wall_s_parts": [60.0, 120.0], "elapsed_s": 180.0}) == (
+        "Wall time: 2 suites of one process each, 3.0 min of runs in all, 3.0 min from the first start to the last end.")

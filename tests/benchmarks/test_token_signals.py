@@ -50,13 +50,23 @@ def test_judge_clean_scores_how_each_statistic_ranks_the_hard_slice():
     assert verdict["mean"] == {"auc_hard_vs_rest": 0.5, "top10_hard_share": 0.5}
 
 
-def test_seed_folder_finds_each_seed_in_the_suite_that_ran_it(tmp_path):
-    (tmp_path / "a" / "vl" / "seed0").mkdir(parents=True)
-    (tmp_path / "b" / "vl" / "seed3").mkdir(parents=True)
+def _finished(folder, seed):
+    for condition in ("clean", "noisy"):
+        (folder / "vl" / f"seed{seed}" / condition / "uniform" / "final").mkdir(parents=True)
+
+
+def test_seed_folder_finds_each_seed_in_the_one_suite_that_finished_it(tmp_path):
+    _finished(tmp_path / "a", 0)
+    _finished(tmp_path / "b", 3)
+    (tmp_path / "a" / "vl" / "seed3" / "clean").mkdir(parents=True)  # begun, never finished
     work = [str(tmp_path / "a"), str(tmp_path / "b")]
     assert token_signals.seed_folder(work, 3) == tmp_path / "b" / "vl" / "seed3"
     assert token_signals.seed_folder(work, 0) == tmp_path / "a" / "vl" / "seed0"
-    assert token_signals.seed_folder(work, 7) == tmp_path / "a" / "vl" / "seed7"  # missing: named in the error
+    with pytest.raises(SystemExit, match="0 folders hold finished uniform runs of seed 7"):
+        token_signals.seed_folder(work, 7)
+    _finished(tmp_path / "b", 0)  # an older suite's seed 0 left in the other folder
+    with pytest.raises(SystemExit, match="2 folders hold finished uniform runs of seed 0"):
+        token_signals.seed_folder(work, 0)
 
 
 def test_descriptions_is_the_mean_loss_over_the_description_tokens_alone():
