@@ -42,6 +42,9 @@ epoch in every arm of a seed (the runs are identical until then);
   unlearnt words move even in a caption of coordinate digits
   (``benchmarks/token_signals.py``); ``worst_tokens_guard_off``: the same
   without the noise guard;
+* ``descriptions`` (VL only): the defaults recording each sample's mean loss
+  over the tokens of its descriptions alone (``sample_loss.statistic:
+  fields``, ``fields: [desc]``), not its coordinates;
 * ``oracle``: not a rule a user can run but the reference for what
   reweighting whole samples can reach: mining is told which samples are the
   hard slice (each observation's recorded loss is replaced by 1 for a hard
@@ -126,8 +129,10 @@ SWEEP: dict[str, dict | Callable[[int], dict]] = {
 SWEEP_ARMS = tuple(SWEEP)
 ARMS = (
     "uniform", "placebo", "defaults", "sticky_guard", "improvement_guard", "original", "guard_off", "correction_off",
-    "weight2", "no_flag_for_good", "worst_tokens", "worst_tokens_guard_off", "oracle", *SWEEP_ARMS,
+    "weight2", "no_flag_for_good", "worst_tokens", "worst_tokens_guard_off", "descriptions", "oracle", *SWEEP_ARMS,
 )
+# Arms that need a dense caption's fields (the text task's answers have none).
+VL_ONLY_ARMS = ("descriptions",)
 # The token-aware statistic of arms worst_tokens*: the 3 of benchmarks/token_signals.py.
 WORST_TOKENS = {"statistic": "worst_tokens", "tokens": 3}
 CONDITIONS = ("clean", "noisy")
@@ -187,7 +192,10 @@ FULL_PLAN = {
             "weight2", "worst_tokens", "oracle",
         ],
     ),
-    "vl": ([0, 1, 2, 3, 4, 5], ["uniform", "placebo", "defaults", "original", "guard_off", "worst_tokens", "worst_tokens_guard_off", "oracle"]),
+    "vl": (
+        [0, 1, 2, 3, 4, 5],
+        ["uniform", "placebo", "defaults", "original", "guard_off", "worst_tokens", "worst_tokens_guard_off", "descriptions", "oracle"],
+    ),
 }
 
 
@@ -226,6 +234,7 @@ def arm_section(arm: str, *, mine_from: int | None, train_size: int) -> dict[str
         "weight2": {**forced, "hard_weight": 2.0},
         "worst_tokens": {**forced, "sample_loss": WORST_TOKENS},
         "worst_tokens_guard_off": {**forced, "sample_loss": WORST_TOKENS, "noise_guard": {"enabled": False}},
+        "descriptions": {**forced, "sample_loss": {"statistic": "fields", "fields": ["desc"]}},
         # The recorded statistic is replaced by the hard flag (oracle_recording); the
         # worst-tokens statistic only makes the real mean loss travel beside it, for the
         # trigger. Raw flags, so every hard sample observed in the epoch scores 1.
@@ -1034,6 +1043,8 @@ def parse_args(argv=None):
         seeds, arms = ([0], ["uniform", "defaults"]) if opts.quick else FULL_PLAN[task]
         seeds = opts.seeds if opts.seeds is not None else seeds
         arms = opts.arms or arms
+        if task != "vl":
+            arms = [a for a in arms if a not in VL_ONLY_ARMS]
         if "uniform" not in arms:
             arms = ["uniform", *arms]  # every comparison is paired with the control
         opts.plan[task] = (list(seeds), [a for a in ARMS if a in arms])

@@ -21,7 +21,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 ARM_ORDER = (
     "uniform", "placebo", "defaults", "sticky_guard", "improvement_guard", "weight2",
-    "original", "guard_off", "correction_off", "no_flag_for_good", "worst_tokens", "worst_tokens_guard_off", "oracle",
+    "original", "guard_off", "correction_off", "no_flag_for_good", "worst_tokens", "worst_tokens_guard_off", "descriptions", "oracle",
 )
 ARM_NOTES = {
     "uniform": "control: mining on, trigger never fires",
@@ -36,6 +36,8 @@ ARM_NOTES = {
     "no_flag_for_good": "defaults with `noise_guard.flag_for_good: false` (long runs only)",
     "worst_tokens": "defaults recording each sample's mean of its 3 worst tokens (`sample_loss.statistic: worst_tokens`)",
     "worst_tokens_guard_off": "`worst_tokens` without the noise guard",
+    "descriptions": "defaults recording each sample's mean loss over its description words alone "
+                    "(`sample_loss: {statistic: fields, fields: [desc]}`)",
     "oracle": "bound, not a rule: mining is told the hard slice and marks all of it (weight 3, no guard)",
 }
 TASK_NOTES = {
@@ -1103,7 +1105,7 @@ TOKEN_STAT_NOTES = {
     "mean": "mean token loss (`sample_loss.statistic: mean`, the default)",
     "max": "the worst token's loss",
     "top3": "mean of the 3 worst tokens (`sample_loss.statistic: worst_tokens`, arm `worst_tokens`)",
-    "descriptions": "mean loss over the description words' tokens only (not in hardmine: it would need to know which tokens matter)",
+    "descriptions": "mean loss over the description words' tokens only (`sample_loss: {statistic: fields}`, arm `descriptions`)",
     "tokens": "reference, no loss: the caption's number of supervised tokens (a statistic that ranks like it finds long captions)",
     "confidence3": "guard candidate: the model's top-1 probability at the 3 worst tokens (sure of another word: a wrong label?)",
 }

@@ -24,9 +24,9 @@ statistic that grows with a caption's length finds the hard slice for that
 reason alone, and one that ranks it no better than ``tokens`` has learnt
 nothing from the model. On the ``rare`` corpus both slices have one object.
 And ``descriptions``: the mean loss over the tokens of the caption's
-description words alone (its JSON ``desc`` values), a statistic hardmine does
-not record, since it would need to know which tokens of an answer matter; it
-asks how much of the dilution a span-restricted statistic would undo.
+description words alone (its JSON ``desc`` values), what hardmine records with
+``sample_loss: {statistic: fields, fields: [desc]}``: how much of the dilution
+a statistic restricted to the words that matter undoes.
 
 One more, a candidate for a noise guard rather than for ranking hard samples:
 ``confidence3``, the model's top-1 probability at the sample's 3 worst tokens.

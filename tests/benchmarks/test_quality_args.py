@@ -83,3 +83,11 @@ def test_oracle_arm_marks_every_sample_its_flag_puts_at_one_without_a_guard():
     default = MiningSettings()
     assert (settings.start_epoch, settings.plateau_delta, settings.patience) == (
         default.start_epoch, default.plateau_delta, default.patience)
+
+
+def test_descriptions_arm_records_the_desc_fields_and_runs_on_the_vl_task_only():
+    settings = quality.arm_settings("descriptions", mine_from=None, train_size=300)
+    assert settings.sample_loss.statistic == "fields" and settings.sample_loss.fields == ("desc",)
+    opts = quality.parse_args(["--arms", "defaults", "descriptions"])
+    assert opts.plan["vl"][1] == ["uniform", "defaults", "descriptions"]
+    assert opts.plan["text"][1] == ["uniform", "defaults"]  # the text task's answers have no fields

@@ -1,4 +1,5 @@
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -6,7 +7,7 @@ import pytest
 from hardmine.core import GuardSettings, HardSampleMiner, MiningSettings, Pool, SelectorSettings, SettingError, build_epoch_schedule, sample_ids
 
 from hardmine.core.miner import hard_vs_all
-from hardmine.core.miner import MiningStateMismatch
+from hardmine.core.miner import MiningStateMismatch, settings_changes
 
 SETTINGS = MiningSettings(
     start_epoch=2, plateau_delta=0.5,
@@ -96,7 +97,7 @@ def test_settings_errors_name_the_key():
         MiningSettings(hard_weight=0.5)
     with pytest.raises(SettingError, match="aggregation.mode"):
         MiningSettings(aggregation={"mode": "max"})
-    with pytest.raises(SettingError, match=r"sample_loss.statistic: got 'max'; expected one of \['mean', 'worst_tokens'\]"):
+    with pytest.raises(SettingError, match=r"sample_loss.statistic: got 'max'; expected one of \['mean', 'worst_tokens', 'fields'\]"):
         MiningSettings(sample_loss={"statistic": "max"})
     with pytest.raises(SettingError, match="sample_loss.tokens: got 0; expected an integer >= 1"):
         MiningSettings(sample_loss={"statistic": "worst_tokens", "tokens": 0})
@@ -135,3 +136,16 @@ def test_bad_settings_name_their_yaml_key(kwargs, key):
     with pytest.raises(SettingError) as info:
         MiningSettings(**kwargs)
     assert info.value.key == f"custom.hard_sample_mining.{key}"
+
+
+@pytest.mark.parametrize("fields", [[], "desc", ["desc", ""], [3]])
+def test_sample_loss_fields_must_name_json_keys(fields):
+    with pytest.raises(SettingError, match="sample_loss.fields: got .*; expected a non-empty list of JSON key names"):
+        MiningSettings(sample_loss={"statistic": "fields", "fields": fields})
+
+
+def test_sample_loss_fields_from_a_list_resume_as_the_same_settings():
+    settings = MiningSettings(sample_loss={"statistic": "fields", "fields": ["desc", "label"]})
+    assert settings.sample_loss.fields == ("desc", "label")
+    saved = json.loads(json.dumps(settings.decision_dict()))  # as a checkpoint stores them
+    assert settings_changes(saved, settings.decision_dict()) == []

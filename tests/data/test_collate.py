@@ -41,7 +41,7 @@ def test_padded_layout_and_metadata():
     assert batch["sample_id"].tolist() == [11, 12, 13] and batch["position"].tolist() == [0, 1, 2]
     model_inputs, meta = split_metadata(batch)
     assert set(model_inputs) == {"input_ids", "labels", "attention_mask"}
-    assert set(meta) == set(METADATA_KEYS)
+    assert set(meta) == set(METADATA_KEYS)  # no loss_focus: these samples carry none
 
 
 def test_padded_pad_to_multiple_and_no_metadata():
@@ -175,3 +175,18 @@ def test_packed_vl_refuses_an_image_sample_without_mm_token_type_ids(vl):
     del f["mm_token_type_ids"]
     with pytest.raises(ValueError, match="no mm_token_type_ids"):
         PackedCollator(model=model)([f])
+
+
+def test_loss_focus_is_padded_with_zeros_packed_in_order_and_kept_from_the_model():
+    features = text_features()
+    for f, focus in zip(features, ([0, 1, 0], [0, 1], [0, 0, 1, 1])):
+        f["loss_focus"] = torch.tensor(focus)
+    padded = PaddedCollator(PAD)(features)
+    assert padded["loss_focus"].tolist() == [[0, 1, 0, 0], [0, 1, 0, 0], [0, 0, 1, 1]]
+    model_inputs, meta = split_metadata(padded)
+    assert "loss_focus" not in model_inputs and meta["loss_focus"] is padded["loss_focus"]
+    packed = PackedCollator()(features)
+    assert packed["loss_focus"].tolist() == [[0, 1, 0, 0, 1, 0, 0, 1, 1]]
+    features[1]["loss_focus"] = torch.tensor([1, 1, 1])
+    with pytest.raises(ValueError, match=r"features\[1\]\['loss_focus'\]: length 3; expected 2"):
+        PaddedCollator(PAD)(features)

@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from hardmine.data.encode import DEFAULT_INSTRUCTION, IGNORE_INDEX, dense_caption_messages, encode_chat
+from hardmine.data.encode import DEFAULT_INSTRUCTION, IGNORE_INDEX, answer_token_mask, dense_caption_messages, encode_chat
+from hardmine.data.render import field_value_spans
 
 ANSWER = '[{"desc": "large blue square", "bbox_2d": [10, 200, 340, 1000]}, {"desc": "red line", "line": [0, 0, 5, 9]}]'
 
@@ -17,6 +18,9 @@ def processors(tmp_path_factory):
     from transformers import AutoProcessor, AutoTokenizer
 
     from hardmine.models import materialize_builtin
+    from hardmine.models.processor import register_image_only_processor
+
+    register_image_only_processor()  # as hardmine's loaders do: AutoProcessor finds the built-in's processor class
 
     root = tmp_path_factory.getbasetemp() / "hardmine-builtin"  # shared with tests/models
     vl = AutoProcessor.from_pretrained(materialize_builtin("tiny-qwen2-vl", root))
@@ -140,3 +144,22 @@ def test_bad_inputs_are_errors(processors, which, messages, images, match):
 def test_bad_max_length(processors):
     with pytest.raises(ValueError, match="max_length: got 0"):
         encode_chat(processors[1], [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], max_length=0)
+
+
+def test_answer_token_mask_marks_the_tokens_of_the_field_values(processors):
+    processor, _ = processors
+    answer = '[{"desc":"紫色 square","bbox_2d":[10,200,340,1000]},{"desc":"red line","line":[0,0,5,9]}]'
+    features = encode_chat(processor, dense_caption_messages(answer), [image()])
+    mask = answer_token_mask(processor, answer, field_value_spans(answer, ["desc"]), features["labels"])
+    assert mask.dtype == torch.long and mask.shape == features["labels"].shape
+    assert bool((features["labels"][mask == 1] != IGNORE_INDEX).all())  # only supervised tokens
+    # The marked tokens are exactly the two descriptions (this tokenizer keeps each
+    # value's first word apart from the quote before it).
+    assert processor.tokenizer.decode(features["input_ids"][mask == 1]) == "紫色 squarered line"
+
+
+def test_answer_token_mask_refuses_an_answer_the_template_tokenised_otherwise(processors):
+    processor, _ = processors
+    features = encode_chat(processor, dense_caption_messages('[{"desc":"red line"}]'), [image()])
+    with pytest.raises(ValueError, match="differs from its tokens inside the chat template"):
+        answer_token_mask(processor, '[{"desc":"blue line"}]', [(9, 13)], features["labels"])

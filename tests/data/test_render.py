@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hardmine.data.records import SceneObject
-from hardmine.data.render import norm1000, parse_rendered, render_entries, render_objects
+from hardmine.data.render import field_value_spans, norm1000, parse_rendered, render_entries, render_objects
 
 
 @pytest.mark.parametrize(
@@ -128,3 +128,14 @@ def test_render_properties(objects, random):
     shuffled = list(objects)
     random.shuffle(shuffled)
     assert render_objects(shuffled, 200, 200) == text
+
+
+def test_field_value_spans_cover_the_values_of_the_named_keys_only():
+    objects = [
+        SceneObject.from_flat('a "tall" 紫色 box', "bbox_2d", [10, 10, 40, 40]),
+        SceneObject.from_flat("red line", "line", [50, 50, 90, 90]),
+    ]
+    text = render_objects(objects, 100, 100)
+    spans = field_value_spans(text, ["desc"])
+    assert [json.loads(f'"{text[lo:hi]}"') for lo, hi in spans] == ['a "tall" 紫色 box', "red line"]
+    assert field_value_spans(text, ["label"]) == []

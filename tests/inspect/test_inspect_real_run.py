@@ -84,7 +84,7 @@ def test_json_matches_the_dumps(tiny_runs, cli):
         assert e["excluded"] == dump["decision"]["excluded"] and e["eligible"] == dump["decision"]["eligible"]
         assert e["selection"] == dump["selection"] and e["cut"] == dump["decision"]["cut"]
         assert e["loss_quantiles"] == dump["decision"]["quantiles"]
-        assert e["sample_loss"] == dump["decision"]["sample_loss"] == {"statistic": "worst_tokens", "tokens": 2}
+        assert e["sample_loss"] == dump["decision"]["sample_loss"] == {"statistic": "worst_tokens", "tokens": 2, "fields": ["desc"]}
         pop = e["population"]
         assert pop["file"] == dump["population"] and pop["samples"] == 48 and pop["hard"] == dump["num_hard"]
         assert pop["eligible"] == dump["decision"]["eligible"]

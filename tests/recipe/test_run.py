@@ -74,6 +74,19 @@ def test_mining_run_dumps_and_logs(tmp_path, corpus):
     assert result.trainer.state.global_step == 27
 
 
+@pytest.mark.parametrize("packing", [False, True])
+def test_a_run_can_mine_on_the_description_words_alone(tmp_path, corpus, packing):
+    cfg = config(tmp_path, corpus, **MINED_FROM_EPOCH_1, sample_loss={"statistic": "fields", "fields": ["desc"]})
+    if packing:
+        cfg = cfg.model_copy(update={"training": {**cfg.training, "packing": True}})
+    result = run_training(cfg)
+    logged = [h for h in result.trainer.state.log_history if "hsm/active" in h]
+    # Every sample has descriptions, so every observation is finite; the trigger still saw the mean loss.
+    assert [h["hsm/nonfinite"] for h in logged] == [0.0, 0.0, 0.0] and logged[1]["hsm/num_hard"] == 5
+    dump = json.loads((tmp_path / "run" / "hard_samples_epoch_1.json").read_text())
+    assert dump["decision"]["sample_loss"]["statistic"] == "fields"
+
+
 def test_plan_reaches_persistent_workers_and_packing_trains(tmp_path, corpus, monkeypatch):
     from collections import Counter
 

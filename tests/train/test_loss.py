@@ -233,6 +233,62 @@ def test_tiled_head_gives_the_same_worst_tokens_and_an_unchanged_gradient():
     torch.testing.assert_close(with_worst, hidden.grad, rtol=0, atol=0)
 
 
+def reference_focus(logits, labels, spans, focus):
+    """Independent per-sample mean over the scored tokens whose target is flagged in ``focus``."""
+    means = []
+    for row, start, stop in spans:
+        scores, targets = logits[row, start : stop - 1].float(), labels[row, start + 1 : stop]
+        keep = (targets != IGNORE_INDEX) & (focus[row, start + 1 : stop] != 0)
+        losses = F.cross_entropy(scores[keep], targets[keep], reduction="none")
+        means.append(losses.mean() if keep.any() else torch.tensor(float("nan")))
+    return torch.stack(means)
+
+
+@pytest.mark.parametrize("chunk_size", [2, 1000])
+def test_focus_means_equal_an_independent_per_sample_loop(chunk_size):
+    gen = torch.Generator().manual_seed(11)
+    logits, labels, spans = random_padded(gen, lengths=(7, 3, 10, 5))
+    focus = (torch.rand(labels.shape, generator=gen) < 0.5).long()
+    focus[3] = 0  # a sample with no focus token records NaN
+    index = sample_index_for_padded(*labels.shape)
+    sums, counts, focused = per_sample_loss(logits, labels, index, len(spans), chunk_size=chunk_size, token_focus=focus)
+    torch.testing.assert_close(focused, reference_focus(logits, labels, spans, focus), equal_nan=True)
+    assert torch.isnan(focused[3]) and not torch.isnan(focused[0])
+    torch.testing.assert_close((sums, counts), per_sample_loss(logits, labels, index, len(spans), chunk_size=chunk_size))
+
+
+def test_focus_stays_inside_its_packed_sample_and_the_tiled_head_agrees():
+    gen = torch.Generator().manual_seed(12)
+    labels = torch.randint(0, 9, (1, 12), generator=gen)
+    focus = torch.tensor([[0, 1, 1, 0, 1, 0, 1, 0, 0, 1, 1, 1]])
+    index = sample_index_for_packed(torch.tensor([[0, 1, 2, 3, 0, 1, 2, 0, 1, 2, 3, 4]]))
+    hidden = torch.randn(1, 12, 6, generator=gen, requires_grad=True)
+    weight = torch.randn(9, 6, generator=gen)
+    spans = [(0, 0, 4), (0, 4, 7), (0, 7, 12)]
+    # The packed sample's first token (focus 1 at position 4) is never a target: the boundary is not scored.
+    expected = reference_focus((hidden @ weight.T).detach(), labels, spans, focus)
+    _, _, from_logits = per_sample_loss((hidden @ weight.T).detach(), labels, index, 3, token_focus=focus)
+    _, _, tiled = tiled_head_loss(hidden, weight, None, labels, index, 3, chunk_size=4, token_focus=focus)
+    torch.testing.assert_close(from_logits, expected)
+    torch.testing.assert_close(tiled, expected)
+    assert not tiled.requires_grad
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"token_focus": torch.ones(3, 5, dtype=torch.long), "worst_tokens": 2}, "got both; expected one statistic"),
+        ({"token_focus": torch.ones(3, 4, dtype=torch.long)}, r"token_focus: got shape \(3, 4\); expected \(3, 10\)"),
+    ],
+)
+def test_bad_focus_is_an_error(kwargs, match):
+    logits, labels, spans = random_padded(torch.Generator().manual_seed(13))
+    if "worst_tokens" in kwargs:
+        kwargs["token_focus"] = torch.ones_like(labels)
+    with pytest.raises(ValueError, match=match):
+        per_sample_loss(logits, labels, sample_index_for_padded(*labels.shape), len(spans), **kwargs)
+
+
 # --------------------------------------------------------------------------- real models
 
 

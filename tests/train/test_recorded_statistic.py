@@ -78,3 +78,56 @@ def test_a_worst_tokens_run_monitors_the_same_train_loss_until_its_first_plan(tm
     # Epochs 0 and 1 train identically (the first plan applies from epoch 2).
     assert monitored["worst_tokens"][:2] == pytest.approx(monitored["mean"][:2], rel=1e-5)
     assert len(monitored["mean"]) == 3
+
+
+def focus_collator(collate):
+    """The example's collator, plus each sample's ``loss_focus`` padded with zeros."""
+    def with_focus(features):
+        batch = collate(features)
+        width = batch["input_ids"].shape[1]
+        batch["loss_focus"] = torch.tensor([f["loss_focus"] + [0] * (width - len(f["loss_focus"])) for f in features])
+        return batch
+
+    return with_focus
+
+
+@pytest.mark.parametrize("tiled_loss", [True, False])
+def test_fields_records_the_mean_over_the_focus_tokens_and_the_mean_beside_it(tmp_path, load_builtin, tiled_loss):
+    example = example_module()
+    model, tokenizer = load_builtin("text")
+    features = example.reversal_examples(tokenizer, 6, seed=1)
+    for f in features:  # every other token counts
+        f["loss_focus"] = [i % 2 for i in range(len(f["input_ids"]))]
+    args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True, save_strategy="no")
+    trainer = MinedTrainer(
+        model=model, args=args, train_dataset=features, data_collator=focus_collator(example.pad_collator(tokenizer.eos_token_id)),
+        mining=MiningSettings(sample_loss={"statistic": "fields"}), tiled_loss=tiled_loss,
+    )
+    batch = trainer._prepare_inputs(trainer.data_collator([trainer.train_dataset[i] for i in range(6)]))
+    model.train()
+    trainer.compute_loss(model, dict(batch))
+    columns = trainer.mining.log.drain()
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        labels = batch["labels"]
+        index = sample_index_for_padded(*labels.shape)
+        sums, counts, focused = per_sample_loss(logits, labels, index, 6, token_focus=batch["loss_focus"])
+    torch.testing.assert_close(torch.as_tensor(columns["loss"]), focused, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(torch.as_tensor(columns["mean_loss"]), sums / counts, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(focused, sums / counts, rtol=1e-3)  # the focus changed what was recorded
+
+
+def test_fields_without_loss_focus_in_the_batch_is_an_error_that_says_what_to_add(tmp_path, load_builtin):
+    from hardmine.train.mining import MiningError
+
+    example = example_module()
+    model, tokenizer = load_builtin("text")
+    args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True, save_strategy="no")
+    trainer = MinedTrainer(
+        model=model, args=args, train_dataset=example.reversal_examples(tokenizer, 4, seed=1),
+        data_collator=example.pad_collator(tokenizer.eos_token_id), mining=MiningSettings(sample_loss={"statistic": "fields"}),
+    )
+    batch = trainer._prepare_inputs(trainer.data_collator([trainer.train_dataset[i] for i in range(4)]))
+    model.train()
+    with pytest.raises(MiningError, match="the batch has no 'loss_focus'"):
+        trainer.compute_loss(model, dict(batch))

@@ -98,6 +98,16 @@ def test_per_sample_losses_equal_the_reference_from_full_logits(tmp_path, statis
     torch.testing.assert_close(torch.as_tensor(recorded["loss"]), expected, rtol=1e-5, atol=1e-6)
 
 
+def test_fields_statistic_is_refused_when_the_trainer_is_made(tmp_path):
+    from hardmine.train.mining import MiningError
+
+    model, tokenizer, _ = load_model_and_processor("builtin:tiny-text")
+    settings = dataclasses.replace(SETTINGS, sample_loss={"statistic": "fields"})
+    with pytest.raises(MiningError, match="'fields' is not supported under TRL's fused loss yet"):
+        MinedSFTTrainer(model=model, args=config(tmp_path), train_dataset=sft_dataset(), processing_class=tokenizer,
+                        mining=settings)
+
+
 def test_the_trl_example_runs_and_mines(tmp_path):
     import importlib.util
     from pathlib import Path

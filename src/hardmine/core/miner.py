@@ -32,7 +32,7 @@ _STRICT = {"extra": "forbid"}
 
 
 #: Statistics of a sample's token losses that mining can record.
-SAMPLE_LOSS_STATISTICS = ("mean", "worst_tokens")
+SAMPLE_LOSS_STATISTICS = ("mean", "worst_tokens", "fields")
 
 
 @dataclass(frozen=True)
@@ -43,18 +43,29 @@ class SampleLossSettings:
     ``worst_tokens``: the mean of the sample's ``tokens`` highest token losses. In
     a long answer that is mostly learnt (a dense caption is mostly coordinate
     digits) a few wrong tokens barely move the mean; they set the worst tokens.
+    ``fields``: the mean loss over the tokens of the answer's JSON string values
+    under the keys in ``fields`` (a dense caption's ``desc``: the words that name
+    each object, not its coordinates). The batch says which tokens those are
+    (``loss_focus``, made by hardmine's caption dataset); a sample with none of
+    them records NaN, which mining skips.
     """
 
     __pydantic_config__ = _STRICT
 
     statistic: str = "mean"
     tokens: int = 3
+    fields: tuple[str, ...] = ("desc",)
 
     def __post_init__(self) -> None:
         key = f"{MINING_KEY}.sample_loss"
         if self.statistic not in SAMPLE_LOSS_STATISTICS:
             raise SettingError(f"{key}.statistic", self.statistic, f"one of {list(SAMPLE_LOSS_STATISTICS)}")
         check_range(f"{key}.tokens", self.tokens, low=1, integer=True)
+        if isinstance(self.fields, str) or not isinstance(self.fields, Sequence) or not self.fields or not all(
+            isinstance(f, str) and f for f in self.fields
+        ):
+            raise SettingError(f"{key}.fields", self.fields, "a non-empty list of JSON key names")
+        object.__setattr__(self, "fields", tuple(self.fields))  # frozen; a list from the caller becomes a tuple
 
 
 @dataclass(frozen=True)
@@ -295,7 +306,7 @@ def _flatten_settings(tree: Mapping[str, Any], prefix: str = "") -> dict[str, An
         if isinstance(value, Mapping):
             flat.update(_flatten_settings(value, f"{path}."))
         else:
-            flat[path] = value
+            flat[path] = list(value) if isinstance(value, tuple) else value  # a checkpoint's JSON holds lists
     return flat
 
 

@@ -9,7 +9,8 @@ tensors, and ``sample_index``: for every
 token, the index of its sample in the batch (-1 on padding), which is what
 :func:`hardmine.train.loss.per_sample_loss` groups token losses by.
 
-The model must never see the keys in :data:`METADATA_KEYS`: pop them before the
+The model must never see the keys in :data:`METADATA_KEYS` (nor ``loss_focus``,
+which marks the tokens ``sample_loss: fields`` records): pop them before the
 forward (Llama-style ``forward(**kwargs)`` would swallow them without an error).
 
 Two layouts:
@@ -39,11 +40,14 @@ from .encode import IGNORE_INDEX
 #: ``sample_id`` names the sample for life (dataset and base_idx are encoded in it);
 #: ``position`` is its place in the epoch's order; ``sample_index`` maps tokens to samples.
 METADATA_KEYS = ("sample_id", "position", "sample_index")
+#: A per-token batch key that mining reads and the model must not see: 1 on the tokens whose
+#: loss ``sample_loss: fields`` records. The dataset makes it (a library user's dataset may too).
+LOSS_FOCUS_KEY = "loss_focus"
 
 _INT_METADATA = ("sample_id", "position")
 _TOKEN_KEYS = ("input_ids", "labels", "attention_mask", "mm_token_type_ids")
 _VISION_KEYS = ("pixel_values", "image_grid_thw")
-_KNOWN_KEYS = frozenset(_TOKEN_KEYS + _VISION_KEYS + _INT_METADATA)
+_KNOWN_KEYS = frozenset(_TOKEN_KEYS + _VISION_KEYS + _INT_METADATA + (LOSS_FOCUS_KEY,))
 
 #: ``rope_index(input_ids (1, L), mm_token_type_ids (1, L), image_grid_thw (k, 3) or None)``
 #: -> position ids ``(3, 1, L)`` (or a tuple whose first item is that), as the
@@ -73,7 +77,7 @@ def _check_features(features: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         length = _as_1d(feature, "input_ids", i).numel()
         if length == 0:
             raise ValueError(f"features[{i}]['input_ids']: empty; expected at least one token")
-        for key in ("labels", "attention_mask", "mm_token_type_ids"):
+        for key in ("labels", "attention_mask", "mm_token_type_ids", LOSS_FOCUS_KEY):
             if key in feature and _as_1d(feature, key, i).numel() != length:
                 raise ValueError(
                     f"features[{i}][{key!r}]: length {_as_1d(feature, key, i).numel()}; "
@@ -141,9 +145,11 @@ def _tokens(feature: dict[str, Any], key: str, fill: int) -> torch.Tensor:
 
 
 def split_metadata(batch: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(model inputs, metadata)`` of a collated batch (metadata: :data:`METADATA_KEYS`)."""
-    model_inputs = {k: v for k, v in batch.items() if k not in METADATA_KEYS}
-    metadata = {k: batch[k] for k in METADATA_KEYS if k in batch}
+    """``(model inputs, metadata)`` of a collated batch (metadata: :data:`METADATA_KEYS` and
+    :data:`LOSS_FOCUS_KEY`)."""
+    kept_out = (*METADATA_KEYS, LOSS_FOCUS_KEY)
+    model_inputs = {k: v for k, v in batch.items() if k not in kept_out}
+    metadata = {k: batch[k] for k in kept_out if k in batch}
     return model_inputs, metadata
 
 
@@ -182,6 +188,8 @@ class PaddedCollator:
         }
         if any("mm_token_type_ids" in f for f in features):
             batch["mm_token_type_ids"] = _pad([_tokens(f, "mm_token_type_ids", 0) for f in features], width, 0)
+        if any(LOSS_FOCUS_KEY in f for f in features):
+            batch[LOSS_FOCUS_KEY] = _pad([_tokens(f, LOSS_FOCUS_KEY, 0) for f in features], width, 0)
         batch.update(_collate_vision(features))
         rows = [torch.full((n,), b, dtype=torch.long) for b, n in enumerate(lengths)]
         batch["sample_index"] = _pad(rows, width, -1)
@@ -266,6 +274,8 @@ class PackedCollator:
         has_mm = any("mm_token_type_ids" in f for f in features)
         if has_mm:
             batch["mm_token_type_ids"] = torch.cat([_tokens(f, "mm_token_type_ids", 0) for f in features])[None]
+        if any(LOSS_FOCUS_KEY in f for f in features):
+            batch[LOSS_FOCUS_KEY] = torch.cat([_tokens(f, LOSS_FOCUS_KEY, 0) for f in features])[None]
         if self.rope_index is not None:
             rope = [self._sample_rope(f) for f in features]
             batch["position_ids"] = torch.cat(

@@ -23,10 +23,11 @@ from torch.utils.data import Dataset
 from ..core import Pool, sample_id
 from ..core.errors import UserInputError
 from .augment import AugmentationConfig, augment, augmentation_rng
-from .encode import dense_caption_messages, encode_chat
+from .collate import LOSS_FOCUS_KEY
+from .encode import answer_token_mask, dense_caption_messages, encode_chat
 from .records import ChatRecord, DenseCaptionRecord
 from .refs import SampleRef
-from .render import render_objects
+from .render import field_value_spans, render_objects
 
 
 class SampleError(UserInputError):
@@ -65,12 +66,16 @@ class CaptionDataset(Dataset):
         seed: int,
         augmentation: AugmentationConfig | None = None,
         max_length: int | None = None,
+        loss_fields: Sequence[str] | None = None,
     ):
         self.pools = tuple(pools)
         self.processor = processor
         self.seed = int(seed)
         self.augmentation = augmentation
         self.max_length = max_length
+        # sample_loss fields: each training sample also says which of its tokens
+        # are those fields' values (``loss_focus``), for the recorded statistic.
+        self.loss_fields = tuple(loss_fields) if loss_fields else None
         self._offsets = [0]
         for p in self.pools:
             self._offsets.append(self._offsets[-1] + len(p.records))
@@ -114,8 +119,17 @@ class CaptionDataset(Dataset):
             if rng is not None:
                 image, objects, width, height = augment(image, objects, self.augmentation, rng)
             target = render_objects(objects, width, height)
-            return encode_chat(self.processor, dense_caption_messages(target), [image], max_length=self.max_length)
+            features = encode_chat(self.processor, dense_caption_messages(target), [image], max_length=self.max_length)
+            if self.loss_fields:
+                spans = field_value_spans(target, self.loss_fields)
+                features[LOSS_FOCUS_KEY] = answer_token_mask(self.processor, target, spans, features["labels"])
+            return features
         if isinstance(record, ChatRecord):
+            if self.loss_fields:
+                raise ValueError(
+                    "custom.hard_sample_mining.sample_loss.statistic 'fields' needs dense-caption records "
+                    "(objects with desc and geometry); this is a chat record, whose answer hardmine does not render"
+                )
             images = []
             for path in record.images:
                 with Image.open(path) as im:

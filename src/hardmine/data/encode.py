@@ -117,6 +117,38 @@ def encode_chat(
     return features
 
 
+def answer_token_mask(processor, answer: str, spans: Sequence[tuple[int, int]], labels: torch.Tensor) -> torch.Tensor:
+    """1 on the supervised tokens that cover any character span of ``answer``, else 0 (int64, like ``labels``).
+
+    ``labels`` are :func:`encode_chat`'s for a chat whose assistant turn is ``answer``:
+    its supervised tokens start with ``answer`` tokenised on its own, which is
+    checked, so the tokenizer's character offsets of that tokenisation place the
+    spans. A token that covers part of a span counts (a word piece, or one byte of
+    a character split over several tokens).
+    """
+    tokenizer = getattr(processor, "tokenizer", processor)
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError(
+            f"processor: {type(tokenizer).__name__} is not a fast tokenizer; sample_loss fields need its character offsets"
+        )
+    encoded = tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)
+    ids = torch.as_tensor(encoded["input_ids"], dtype=torch.long)
+    supervised = (labels != IGNORE_INDEX).nonzero(as_tuple=True)[0]
+    first = int(supervised[0]) if supervised.numel() else 0
+    if supervised.numel() < ids.numel() or not torch.equal(labels[first : first + ids.numel()], ids):
+        raise ValueError(
+            "the answer tokenised on its own differs from its tokens inside the chat template; "
+            "cannot place the sample_loss fields on its tokens"
+        )
+    offsets = torch.as_tensor(encoded["offset_mapping"], dtype=torch.long).reshape(-1, 2)
+    covered = torch.zeros(ids.numel(), dtype=torch.bool)
+    for lo, hi in spans:
+        covered |= (offsets[:, 0] < hi) & (offsets[:, 1] > lo)
+    mask = torch.zeros_like(labels, dtype=torch.long)
+    mask[first : first + ids.numel()] = covered.long()
+    return mask
+
+
 def _assistant_mask(tokenizer, template, messages) -> tuple[torch.Tensor, torch.Tensor]:
     """Token ids of the chat (one token per image placeholder) and its assistant mask.
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any, Sequence
 
 from .records import GEOMETRY_KINDS, MIN_POINTS, SceneObject
@@ -68,6 +69,18 @@ def render_entries(objects: Sequence[SceneObject], width: int, height: int) -> l
 def render_objects(objects: Sequence[SceneObject], width: int, height: int) -> str:
     """The target text: a compact JSON list, one entry per object, coordinates in norm1000."""
     return json.dumps(render_entries(objects, width, height), ensure_ascii=False, separators=(",", ":"))
+
+
+def field_value_spans(text: str, fields: Sequence[str]) -> list[tuple[int, int]]:
+    """Character spans ``(start, end)`` of the string values under the keys ``fields`` in compact JSON text.
+
+    The spans cover the values as written (escapes included), without their
+    quotes: in ``{"desc":"red square",...}`` the span of ``desc`` is ``red square``.
+    Keys are matched as :func:`render_objects` writes them (``"key":"``, no spaces).
+    """
+    keys = "|".join(re.escape(json.dumps(f, ensure_ascii=False)[1:-1]) for f in fields)
+    pattern = re.compile(r'"(?:%s)":"((?:[^"\\]|\\.)*)"' % keys)
+    return [match.span(1) for match in pattern.finditer(text)]
 
 
 def parse_rendered(text: str) -> list[dict[str, Any]]:

@@ -52,9 +52,12 @@ def per_sample_loss(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     checkpoint: bool = True,
     worst_tokens: int | None = None,
+    token_focus: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, ...]:
     """``(loss_sum, token_count)``, each of shape ``(num_samples,)``; with
-    ``worst_tokens=k``, ``(loss_sum, token_count, worst_mean)``.
+    ``worst_tokens=k``, ``(loss_sum, token_count, worst_mean)``; with
+    ``token_focus`` ``(B, T)`` (nonzero on the tokens that count, aligned with
+    ``labels``), ``(loss_sum, token_count, focus_mean)``: see :func:`focus_means`.
 
     ``logits`` ``(B, T, V)`` from the forward (any float dtype), ``labels`` ``(B, T)``
     as given to the model (not shifted), ``sample_index`` ``(B, T)``: the sample of
@@ -66,6 +69,7 @@ def per_sample_loss(
     """
     _check_inputs(logits, labels, sample_index, num_samples, chunk_size)
     _check_worst_tokens(worst_tokens)
+    _check_focus(token_focus, labels, worst_tokens)
     rows, cols, targets, samples = scored_positions(labels.to(logits.device), sample_index.to(logits.device), logits.shape[-1])
     needs_grad = logits.requires_grad and torch.is_grad_enabled()
     chunks = _scored_chunks(logits, rows, cols, chunk_size, needs_grad)
@@ -75,7 +79,9 @@ def per_sample_loss(
         else _token_losses(scores, chunk_targets)
         for scores, chunk_targets in zip(chunks, targets.split(chunk_size))
     ]
-    return per_sample_results(_joined(pieces, logits.device), samples, num_samples, worst_tokens)
+    return per_sample_results(
+        _joined(pieces, logits.device), samples, num_samples, worst_tokens, _scored_focus(token_focus, rows, cols)
+    )
 
 
 def sample_means(loss_sum: torch.Tensor, token_count: torch.Tensor) -> torch.Tensor:
@@ -95,6 +101,7 @@ def tiled_head_loss(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     checkpoint: bool | None = None,
     worst_tokens: int | None = None,
+    token_focus: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, ...]:
     """:func:`per_sample_loss` from the last hidden states, never building the logits.
 
@@ -115,6 +122,7 @@ def tiled_head_loss(
         raise ValueError(f"head_weight: got shape {tuple(head_weight.shape)}; expected (vocab, {hidden.shape[-1]})")
     _check_inputs(hidden, labels, sample_index, num_samples, chunk_size)
     _check_worst_tokens(worst_tokens)
+    _check_focus(token_focus, labels, worst_tokens)
     rows, cols, targets, samples = scored_positions(labels.to(hidden.device), sample_index.to(hidden.device), head_weight.shape[0])
     needs_grad = torch.is_grad_enabled() and (hidden.requires_grad or head_weight.requires_grad)
     if checkpoint is None:
@@ -127,7 +135,9 @@ def tiled_head_loss(
             pieces.append(_checkpoint(_head_token_losses, scored, head_weight, head_bias, chunk_targets, use_reentrant=False))
         else:
             pieces.append(_head_token_losses(scored, head_weight, head_bias, chunk_targets))
-    return per_sample_results(_joined(pieces, hidden.device), samples, num_samples, worst_tokens)
+    return per_sample_results(
+        _joined(pieces, hidden.device), samples, num_samples, worst_tokens, _scored_focus(token_focus, rows, cols)
+    )
 
 
 def scored_positions(labels: torch.Tensor, sample_index: torch.Tensor, vocab_size: int):
@@ -178,19 +188,55 @@ def worst_token_means(token_losses: torch.Tensor, samples: torch.Tensor, num_sam
     return torch.where(counts > 0, means, torch.full_like(means, float("nan")))
 
 
+def focus_means(token_losses: torch.Tensor, samples: torch.Tensor, num_samples: int, focus: torch.Tensor) -> torch.Tensor:
+    """Each sample's mean loss over its scored tokens where ``focus`` (``(N,)`` bool) is set.
+
+    Detached, float32, shape ``(num_samples,)``; NaN where a sample has no such token.
+    """
+    losses = token_losses.detach().float()
+    focus = focus.to(losses.device).bool()
+    sums = torch.zeros(num_samples, dtype=torch.float32, device=losses.device).index_add(0, samples[focus], losses[focus])
+    counts = torch.bincount(samples[focus], minlength=num_samples)
+    means = sums / counts.clamp(min=1)
+    return torch.where(counts > 0, means, torch.full_like(means, float("nan")))
+
+
 def per_sample_results(
-    token_losses: torch.Tensor, samples: torch.Tensor, num_samples: int, worst_tokens: int | None = None
+    token_losses: torch.Tensor,
+    samples: torch.Tensor,
+    num_samples: int,
+    worst_tokens: int | None = None,
+    focus: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, ...]:
-    """``(loss_sum, token_count)`` (and ``worst_mean`` with ``worst_tokens``) from scored tokens and their samples.
+    """``(loss_sum, token_count)`` from scored tokens and their samples, and a third result with
+    ``worst_tokens`` (``worst_mean``) or ``focus`` (the scored tokens' flags: ``focus_mean``).
 
     The one place every loss path (the tiled head, the model's logits, a fused
     head's log-probabilities) turns per-token losses into per-sample results.
     """
     loss_sum = torch.zeros(num_samples, dtype=torch.float32, device=token_losses.device).index_add(0, samples, token_losses)
     result = (loss_sum, torch.bincount(samples, minlength=num_samples))
-    if worst_tokens is None:
-        return result
-    return (*result, worst_token_means(token_losses, samples, num_samples, worst_tokens))
+    if worst_tokens is not None:
+        return (*result, worst_token_means(token_losses, samples, num_samples, worst_tokens))
+    if focus is not None:
+        return (*result, focus_means(token_losses, samples, num_samples, focus))
+    return result
+
+
+def _scored_focus(token_focus: torch.Tensor | None, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor | None:
+    """The focus flag of each scored position's target token (shifted as the labels are)."""
+    if token_focus is None:
+        return None
+    return token_focus.to(rows.device)[:, 1:][rows, cols] != 0
+
+
+def _check_focus(token_focus, labels, worst_tokens) -> None:
+    if token_focus is None:
+        return
+    if worst_tokens is not None:
+        raise ValueError("token_focus and worst_tokens: got both; expected one statistic")
+    if tuple(token_focus.shape) != tuple(labels.shape):
+        raise ValueError(f"token_focus: got shape {tuple(token_focus.shape)}; expected {tuple(labels.shape)} (the labels' shape)")
 
 
 def _joined(pieces, device) -> torch.Tensor:

@@ -31,7 +31,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..core import MiningSettings
 from ..core.errors import UserInputError
-from ..data.collate import split_metadata
+from ..data.collate import LOSS_FOCUS_KEY, split_metadata
 from .loss import (
     per_sample_loss,
     per_sample_results,
@@ -55,6 +55,11 @@ def per_sample_means(logits: torch.Tensor, labels: torch.Tensor, metadata: dict)
         sums, counts = per_sample_loss(logits.detach(), labels, sample_index.to(labels.device), num_samples, checkpoint=False)
     return sample_means(sums, counts)
 
+
+FIELDS_UNDER_FUSED_LOSS = (
+    "custom.hard_sample_mining.sample_loss.statistic 'fields' is not supported under TRL's fused loss yet "
+    "(its collator carries no loss_focus); use 'mean' or 'worst_tokens' there"
+)
 
 #: Metadata kept on the host; ``sample_index`` goes to the device with the batch (the loss reads it there).
 HOST_METADATA = ("sample_id", "position")
@@ -101,6 +106,8 @@ class HardMiningMixin:
         # Added, not passed as ``callbacks=``: trainers such as ms-swift's pass
         # their own callbacks to Trainer and would clash with a second list.
         if mining is not None:
+            if mining.settings.sample_loss.statistic == "fields" and self._fused_loss:
+                raise MiningError(FIELDS_UNDER_FUSED_LOSS)  # said now, not at the first step
             self.add_callback(HardMiningCallback(mining, self))
             self.add_callback(LossHistogramCallback(mining, self))
 
@@ -136,6 +143,7 @@ class HardMiningMixin:
         labels = model_inputs["labels"]
         num_samples = int(metadata["sample_id"].numel()) if "sample_id" in metadata else labels.shape[0]
         worst_tokens = self._worst_tokens
+        token_focus = self._token_focus(metadata, labels)
         sample_index = metadata.get("sample_index")  # None: each row is one sample
         if sample_index is None and "position_ids" in model_inputs and "attention_mask" not in model_inputs:
             sample_index = sample_index_for_packed(model_inputs["position_ids"])  # padding-free rows
@@ -153,7 +161,9 @@ class HardMiningMixin:
                 )
             sums, counts, *worst = fused_per_sample(captured, sample_index, num_samples, worst_tokens=worst_tokens)
         elif self.tiled_loss and self._tiled_loss_applies(model):
-            outputs, sums, counts, *worst = self._tiled_forward(model, model_inputs, sample_index, num_samples, worst_tokens)
+            outputs, sums, counts, *worst = self._tiled_forward(
+                model, model_inputs, sample_index, num_samples, worst_tokens, token_focus
+            )
             loss = self._normalise_like_trainer(sums.sum(), counts.sum(), num_items_in_batch)
             result = (loss, outputs) if return_outputs else loss
         else:
@@ -161,15 +171,16 @@ class HardMiningMixin:
             loss, outputs = super().compute_loss(model, model_inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
             with torch.no_grad():
                 sums, counts, *worst = per_sample_loss(
-                    outputs.logits.detach(), labels, sample_index, num_samples, checkpoint=False, worst_tokens=worst_tokens
+                    outputs.logits.detach(), labels, sample_index, num_samples, checkpoint=False,
+                    worst_tokens=worst_tokens, token_focus=token_focus,
                 )
             result = (loss, outputs) if return_outputs else loss
         if self.mining is not None:
             with torch.no_grad():
                 means = sample_means(sums, counts)
             # What the tracker records: the mean token loss, or (sample_loss
-            # worst_tokens) the mean of the sample's highest token losses, with the
-            # mean beside it for the trigger's train_loss. Identity stayed on the
+            # worst_tokens / fields) the mean of the sample's highest token losses
+            # or of its focus tokens, with the mean beside it for the trigger's train_loss. Identity stayed on the
             # host (see _prepare_inputs); the losses stay on the device until the
             # step ends (HardMiningCallback.on_step_end).
             self.mining.record(
@@ -230,7 +241,23 @@ class HardMiningMixin:
         sample_loss = self.mining.settings.sample_loss
         return sample_loss.tokens if sample_loss.statistic == "worst_tokens" else None
 
-    def _tiled_forward(self, model, model_inputs, sample_index, num_samples, worst_tokens=None):
+    def _token_focus(self, metadata: dict, labels: torch.Tensor) -> torch.Tensor | None:
+        """The batch's ``loss_focus`` where mining records ``sample_loss: fields`` (None otherwise)."""
+        if self.mining is None or self.mining.settings.sample_loss.statistic != "fields":
+            return None
+        if self._fused_loss:
+            raise MiningError(FIELDS_UNDER_FUSED_LOSS)
+        focus = metadata.get(LOSS_FOCUS_KEY)
+        if focus is None:
+            raise MiningError(
+                "custom.hard_sample_mining.sample_loss.statistic 'fields': the batch has no 'loss_focus' "
+                "(1 on the tokens of the fields' values); hardmine's CaptionDataset(loss_fields=...) makes it, "
+                "or add it per token beside 'labels' in your own dataset and collator (a Hugging Face dataset's "
+                "column also needs remove_unused_columns=False)"
+            )
+        return focus.to(labels.device)
+
+    def _tiled_forward(self, model, model_inputs, sample_index, num_samples, worst_tokens=None, token_focus=None):
         """One forward without logits (``logits_to_keep`` empty), then the tiled head at supervised positions."""
         inputs = {k: v for k, v in model_inputs.items() if k != "labels"}
         labels = model_inputs["labels"]
@@ -244,7 +271,8 @@ class HardMiningMixin:
         outputs.hidden_states = None  # do not hand every layer's state on to the caller
         head = self._unwrapped(model).get_output_embeddings()
         return outputs, *tiled_head_loss(
-            hidden, head.weight, head.bias, labels, sample_index, num_samples, worst_tokens=worst_tokens
+            hidden, head.weight, head.bias, labels, sample_index, num_samples, worst_tokens=worst_tokens,
+            token_focus=token_focus,
         )
 
     def _normalise_like_trainer(self, total, count, num_items_in_batch):
