@@ -86,8 +86,10 @@ LIMITS = [
     "its start level (the `at_start_level` column of its guard table), so the guard excluded no wrong label, and the "
     "mean ranks wrong descriptions and the hard slice above the rest less well than the worst tokens do (the "
     "token-signal section). Recording the worst tokens instead (arm `worst_tokens`) aims mining at the hard slice, but "
-    "it also ranks wrong labels higher, and the same guard on that statistic excludes only a few samples: a guard that "
-    "tells a wrong description from a hard scene is not built.",
+    "it also ranks wrong labels higher, and the same guard on that statistic excludes only a few samples. Recording the "
+    "description words alone (arm `descriptions`) does both more strongly: a wrong description and an unlearnt rare "
+    "word both keep a high loss on exactly those tokens. A guard that tells a wrong description from a hard scene is "
+    "not built.",
     "On the VL task both slices have one object per scene, so a caption's length does not tell the hard slice (the "
     "`tokens` row of the token signals is the check); with suites up to commit 311dc01 (crowded scenes) it did, and a "
     "statistic that grows with length would have found the hard slice for that reason alone.",
