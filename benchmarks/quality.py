@@ -94,7 +94,6 @@ import math
 import os
 import platform
 import random
-import re
 import shutil
 import subprocess
 import sys
@@ -323,19 +322,14 @@ def per_sample_scores(logits, labels, tokenizer=None) -> dict[str, np.ndarray]:
     return scores
 
 
-DESC_VALUE = re.compile(r'"desc":"([^"]*)"')
-
-
 def description_spans(token_ids: list[int], tokenizer) -> list[np.ndarray]:
     """Per object of one rendered caption, the mask of its tokens that overlap its description's words."""
+    from hardmine.data.render import field_value_spans
+
     pieces = [tokenizer.decode([t]) for t in token_ids]
     ends = np.cumsum([len(p) for p in pieces])
     starts = ends - np.asarray([len(p) for p in pieces])
-    spans = []
-    for match in DESC_VALUE.finditer("".join(pieces)):
-        lo, hi = match.span(1)
-        spans.append((starts < hi) & (ends > lo))
-    return spans
+    return [(starts < hi) & (ends > lo) for lo, hi in field_value_spans("".join(pieces), ["desc"])]
 
 
 def description_hits(token_ids: list[int], correct: np.ndarray, tokenizer) -> tuple[int, int]:

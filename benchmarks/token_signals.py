@@ -33,8 +33,8 @@ One more, a candidate for a noise guard rather than for ranking hard samples:
 A wrong description contradicts what the model has learnt from every other
 scene, so it predicts the true word there with confidence; at a hard scene's
 worst tokens it may be unsure, but at a word it has not learnt yet (the rare
-colour words of the VL task's hard slice) it is as sure of a common word as at
-a wrong label. High ``confidence3`` with a high loss reads as a wrong label;
+colour words of the VL task's hard slice) it may be as sure of a common word
+as at a wrong label. High ``confidence3`` with a high loss reads as a wrong label;
 its AUC "wrong vs clean hard slice" is the question a guard built on it would
 answer, and its AUC "hard vs rest" on clean labels says what it would cost.
 

@@ -196,9 +196,7 @@ def focus_means(token_losses: torch.Tensor, samples: torch.Tensor, num_samples: 
     losses = token_losses.detach().float()
     focus = focus.to(losses.device).bool()
     sums = torch.zeros(num_samples, dtype=torch.float32, device=losses.device).index_add(0, samples[focus], losses[focus])
-    counts = torch.bincount(samples[focus], minlength=num_samples)
-    means = sums / counts.clamp(min=1)
-    return torch.where(counts > 0, means, torch.full_like(means, float("nan")))
+    return sample_means(sums, torch.bincount(samples[focus], minlength=num_samples))
 
 
 def per_sample_results(

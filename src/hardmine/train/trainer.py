@@ -159,9 +159,9 @@ class HardMiningMixin:
                 result = super().compute_loss(
                     model, model_inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
                 )
-            sums, counts, *worst = fused_per_sample(captured, sample_index, num_samples, worst_tokens=worst_tokens)
+            sums, counts, *statistic = fused_per_sample(captured, sample_index, num_samples, worst_tokens=worst_tokens)
         elif self.tiled_loss and self._tiled_loss_applies(model):
-            outputs, sums, counts, *worst = self._tiled_forward(
+            outputs, sums, counts, *statistic = self._tiled_forward(
                 model, model_inputs, sample_index, num_samples, worst_tokens, token_focus
             )
             loss = self._normalise_like_trainer(sums.sum(), counts.sum(), num_items_in_batch)
@@ -170,7 +170,7 @@ class HardMiningMixin:
             # The model's own loss; per-sample losses scored from the same forward's logits.
             loss, outputs = super().compute_loss(model, model_inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
             with torch.no_grad():
-                sums, counts, *worst = per_sample_loss(
+                sums, counts, *statistic = per_sample_loss(
                     outputs.logits.detach(), labels, sample_index, num_samples, checkpoint=False,
                     worst_tokens=worst_tokens, token_focus=token_focus,
                 )
@@ -180,12 +180,12 @@ class HardMiningMixin:
                 means = sample_means(sums, counts)
             # What the tracker records: the mean token loss, or (sample_loss
             # worst_tokens / fields) the mean of the sample's highest token losses
-            # or of its focus tokens, with the mean beside it for the trigger's train_loss. Identity stayed on the
-            # host (see _prepare_inputs); the losses stay on the device until the
-            # step ends (HardMiningCallback.on_step_end).
+            # or of its focus tokens, with the mean beside it for the trigger's
+            # train_loss. Identity stayed on the host (see _prepare_inputs); the
+            # losses stay on the device until the step ends (HardMiningCallback.on_step_end).
             self.mining.record(
-                metadata["sample_id"].cpu().numpy(), worst[0] if worst else means, metadata["position"].cpu().numpy(),
-                step=self.state.global_step, mean_loss=means if worst else None,
+                metadata["sample_id"].cpu().numpy(), statistic[0] if statistic else means, metadata["position"].cpu().numpy(),
+                step=self.state.global_step, mean_loss=means if statistic else None,
             )
         return result
 
@@ -244,9 +244,7 @@ class HardMiningMixin:
     def _token_focus(self, metadata: dict, labels: torch.Tensor) -> torch.Tensor | None:
         """The batch's ``loss_focus`` where mining records ``sample_loss: fields`` (None otherwise)."""
         if self.mining is None or self.mining.settings.sample_loss.statistic != "fields":
-            return None
-        if self._fused_loss:
-            raise MiningError(FIELDS_UNDER_FUSED_LOSS)
+            return None  # (a fused-loss trainer refused 'fields' when it was made)
         focus = metadata.get(LOSS_FOCUS_KEY)
         if focus is None:
             raise MiningError(
