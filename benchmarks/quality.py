@@ -276,6 +276,25 @@ def oracle_recording(is_hard: np.ndarray):
         HardMining.record = real_record
 
 
+@contextlib.contextmanager
+def observing(observer: Callable):
+    """While open, ``observer(ids, losses, epoch=, steps=)`` sees every observation the
+    mining engine is given (rank 0), as the engine sees it, before the engine does."""
+    from hardmine.core.miner import HardSampleMiner
+
+    real_observe = HardSampleMiner.observe
+
+    def observe(self, sample_ids, losses, *, epoch, steps):
+        observer(sample_ids, losses, epoch=epoch, steps=steps)
+        real_observe(self, sample_ids, losses, epoch=epoch, steps=steps)
+
+    HardSampleMiner.observe = observe
+    try:
+        yield
+    finally:
+        HardSampleMiner.observe = real_observe
+
+
 # ------------------------------------------------------------------ evaluation (shared)
 def token_losses(logits, labels):
     """Per-token cross-entropy (0 where unsupervised) and the supervised-token mask, shifted as the
@@ -484,15 +503,8 @@ def run_text(
         model=model, args=args, callbacks=[evaluation],
         **mining_kwargs(train, lambda f: pad_batch(f, pad_id), args=args, settings=settings),
     )
-    if observer is not None:
-        engine_observe = trainer.mining.miner.observe
-
-        def observe(ids, losses, *, epoch, steps):
-            observer(ids, losses, epoch=epoch, steps=steps)
-            engine_observe(ids, losses, epoch=epoch, steps=steps)
-
-        trainer.mining.miner.observe = observe
-    trainer.train()
+    with observing(observer) if observer is not None else contextlib.nullcontext():
+        trainer.train()
     return {
         "epochs": evaluation.rows,
         "mining": [dict(r) for r in trainer.mining.history],
@@ -543,13 +555,18 @@ def wrong_description(desc: str, rng: np.random.Generator) -> str:
     return f"{colours[int(rng.integers(len(colours)))]} {shapes[int(rng.integers(len(shapes)))]}"
 
 
-def run_vl(size: VLSize, data: dict, *, condition: str, seed: int, arm: str, mine_from: int | None, out_dir: Path) -> dict:
+def run_vl(
+    size: VLSize, data: dict, *, condition: str, seed: int, arm: str, mine_from: int | None, out_dir: Path,
+    settings=None, observer: Callable | None = None,
+) -> dict:
+    """One VL run through the YAML entry point; ``settings`` and ``observer`` as for :func:`run_text`."""
     import yaml
 
     from hardmine.config import load_config
     from hardmine.recipe.run import CHECKS, run_training
 
-    settings = arm_settings(arm, mine_from=mine_from, train_size=len(data["train_hard"]))
+    if settings is None:
+        settings = arm_settings(arm, mine_from=mine_from, train_size=len(data["train_hard"]))
     tree = {
         "model": {"model": "builtin:tiny-qwen2-vl"},
         "training": {
@@ -574,7 +591,8 @@ def run_vl(size: VLSize, data: dict, *, condition: str, seed: int, arm: str, min
     # control's); the engine then gets the arm's settings exactly.
     cfg = load_config(config, checks=CHECKS)
     cfg = cfg.model_copy(update={"custom": cfg.custom.model_copy(update={"hard_sample_mining": settings})})
-    result = run_training(cfg, slice_eval=True)
+    with observing(observer) if observer is not None else contextlib.nullcontext():
+        result = run_training(cfg, slice_eval=True)
     trainer = result.trainer
     val_ds = next(iter(trainer.eval_dataset.values()))
     batches = caption_batches(val_ds, trainer.data_collator)

@@ -1,17 +1,23 @@
 """Which noise-guard rule tells wrong labels from hard samples? Replayed on real training losses.
 
-    python benchmarks/signals.py                  # 8 seeds, clean and noisy (~4 min on one core)
-    python benchmarks/signals.py --quick          # 1 seed, tiny sizes (~20 s)
+    python benchmarks/signals.py                  # text 8 seeds, VL 6 seeds, clean and noisy (~20 min on one core)
+    python benchmarks/signals.py --tasks text     # the text task alone (~4 min)
+    python benchmarks/signals.py --quick          # 1 seed, tiny sizes (~1 min)
 
 The guard decides what the first plan may mark, before mining changes
 anything: until then a mining run *is* its uniform control. So each rule can
 be judged exactly, and cheaply, on the control alone: this script trains the
-uniform text task of ``benchmarks/quality.py`` (clean, and with 10% of the
+uniform runs of ``benchmarks/quality.py``'s tasks (clean, and with 10% of the
 target labels wrong), records every per-sample loss the mining engine is given,
 and replays hardmine's own engine (``HardSampleMiner``, forced to select at the
 end of epoch ``e``) with each candidate guard on the recorded losses. For each
 rule and epoch it reports the mined set's share of wrong labels and of the hard
-slice, and which share of each group the guard excluded.
+slice, and which share of each group the guard excluded. The text task records
+the mean token loss; the VL task records ``sample_loss: fields`` (the loss over
+the description words, arm ``descriptions``), where a wrong label and an
+unlearnt rare word score high on the same tokens. A plan made later in a real
+mining run sees a model already trained on reweighted epochs; the replay at a
+late epoch shows what the guard makes of the control's losses there.
 
 It also scores single per-sample signals by how well they rank hard clean
 samples above wrong labels (AUC, 0.5 = chance): a sample's loss trend over
@@ -43,8 +49,12 @@ RULES: dict[str, dict[str, Any]] = {
     "improvement": {"rule": "improvement"},
     "start_level": {"rule": "start_level"},
     "start_level_window1": {"rule": "start_level", "window": 1},
+    "learning": {"rule": "learning"},
 }
-SELECT_AT = (2, 3, 4)
+SELECT_AT = {"text": (2, 3, 4, 5, 6), "vl": (2, 3, 4, 5, 6, 7, 8)}
+SEEDS = {"text": list(range(8)), "vl": list(range(6))}
+# What each task records: the VL task's descriptions arm, the text task's mean.
+SAMPLE_LOSS = {"text": None, "vl": {"statistic": "fields", "fields": ["desc"]}}
 
 
 # ------------------------------------------------------------------ recording
@@ -66,25 +76,32 @@ class Recording:
         return out
 
 
-def record_uniform(size, data: dict, *, condition: str, seed: int, work: Path) -> Recording:
+def record_uniform(
+    task: str, size, data: dict, *, condition: str, seed: int, work: Path, sample_loss: dict | None = None,
+) -> Recording:
+    """Every observation of one uniform run of ``task`` (text or vl), recording ``sample_loss``'s statistic."""
+    from hardmine.core import MiningSettings
+    from hardmine.core.identity import split_sample_ids
+
     parts: list[tuple[np.ndarray, ...]] = []
 
     def observer(ids, losses, *, epoch, steps):
         ids = np.asarray(ids, np.int64)
         parts.append((ids.copy(), np.asarray(losses, np.float32).copy(), np.full(ids.size, epoch), np.asarray(steps).copy()))
 
-    quality.run_text(
-        size, data, condition=condition, seed=seed, arm="uniform", mine_from=2,
-        out_dir=work / f"seed{seed}" / condition, observer=observer,
+    settings = MiningSettings(start_epoch=quality.NEVER, **({"sample_loss": sample_loss} if sample_loss else {}))
+    run = quality.run_text if task == "text" else quality.run_vl
+    run(
+        size, data, condition=condition, seed=seed, arm="uniform", mine_from=None,
+        out_dir=work / task / f"seed{seed}" / condition, settings=settings, observer=observer,
     )
-    from hardmine.core.identity import split_sample_ids
-
     ids, loss, epoch, step = (np.concatenate(c) for c in zip(*parts))
     _, base = split_sample_ids(ids)  # one dataset: the base index is the identity
-    corrupted = np.zeros(size.train, bool)
+    hard = np.asarray(data["train_hard"], bool)
+    corrupted = np.zeros(hard.size, bool)
     if condition == "noisy":
         corrupted[data["corrupted"]] = True
-    return Recording(base, loss, epoch, step, np.asarray(data["train_hard"], bool), corrupted)
+    return Recording(base, loss, epoch, step, hard, corrupted)
 
 
 # ------------------------------------------------------------------ replay
@@ -159,30 +176,46 @@ def run(opts) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
-    size = quality.QUICK["text"] if opts.quick else quality.TextSize()
-    select_at = [e for e in SELECT_AT if e < size.epochs]
+    sizes = quality.QUICK if opts.quick else quality.FULL
     work = Path(opts.work)
     meta = quality.machine_meta()
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
-    for seed in opts.seeds:
-        data = quality.make_text_data(size, seed)
-        for condition in quality.CONDITIONS:
-            rec = record_uniform(size, data, condition=condition, seed=seed, work=work)
-            for epoch in select_at:
-                row: dict[str, Any] = {"seed": seed, "condition": condition, "select_at": epoch, "rules": {}}
-                for rule, guard in RULES.items():
-                    row["rules"][rule] = replay_first_plan(rec, guard, epoch, "text")
-                if condition == "noisy":
-                    row["signal_auc"] = signal_aucs(rec, epoch)
-                rows.append(row)
-            print(f"seed {seed} {condition}: recorded and replayed", flush=True)
+    for task in opts.tasks:
+        size = sizes[task]
+        select_at = [e for e in SELECT_AT[task] if e < size.epochs]
+        for seed in opts.seeds[task]:
+            if task == "text":
+                data = quality.make_text_data(size, seed)
+            else:
+                data = quality.make_vl_data(size, seed, work / "vl-data" / f"seed{seed}")
+            for condition in quality.CONDITIONS:
+                rec = record_uniform(
+                    task, size, data, condition=condition, seed=seed, work=work, sample_loss=SAMPLE_LOSS[task]
+                )
+                for epoch in select_at:
+                    row: dict[str, Any] = {
+                        "task": task, "seed": seed, "condition": condition, "select_at": epoch, "rules": {},
+                    }
+                    for rule, guard in RULES.items():
+                        row["rules"][rule] = replay_first_plan(rec, guard, epoch, task)
+                    if condition == "noisy":
+                        row["signal_auc"] = signal_aucs(rec, epoch)
+                    rows.append(row)
+                print(f"{task} seed {seed} {condition}: recorded and replayed", flush=True)
     return {
-        "benchmark": "hardmine.signals/1",
+        "benchmark": "hardmine.signals/2",
         "mode": "quick" if opts.quick else "full",
         "meta": meta,
         "setup": {
-            "task": "text", "size": dataclasses.asdict(size), "seeds": list(opts.seeds), "select_at": select_at,
+            "tasks": {
+                task: {
+                    "size": dataclasses.asdict(sizes[task]), "seeds": list(opts.seeds[task]),
+                    "select_at": [e for e in SELECT_AT[task] if e < sizes[task].epochs],
+                    "sample_loss": SAMPLE_LOSS[task],
+                }
+                for task in opts.tasks
+            },
             "rules": RULES, "noise_share": quality.NOISE_SHARE,
         },
         "wall_s": round(time.perf_counter() - started, 1),
@@ -195,7 +228,7 @@ def summarize(rows: list[dict]) -> dict[str, Any]:
     """Means (and worst seed) over seeds, per condition, selection epoch and rule."""
     out: dict[str, Any] = {}
     for row in rows:
-        key = f"{row['condition']}/{row['select_at']}"
+        key = f"{row['task']}/{row['condition']}/{row['select_at']}"
         for rule, r in row["rules"].items():
             slot = out.setdefault(key, {}).setdefault(rule, {})
             for k in ("num_mined", "hard_share", "corrupted_share", "clean_hard_excluded", "corrupted_excluded"):
@@ -203,7 +236,7 @@ def summarize(rows: list[dict]) -> dict[str, Any]:
                     slot.setdefault(k, []).append(r[k])
         for signal, value in row.get("signal_auc", {}).items():
             if value is not None:
-                out.setdefault(f"auc/{row['select_at']}", {}).setdefault(signal, []).append(value)
+                out.setdefault(f"{row['task']}/auc/{row['select_at']}", {}).setdefault(signal, []).append(value)
     return {
         key: {
             name: (
@@ -219,11 +252,12 @@ def summarize(rows: list[dict]) -> dict[str, Any]:
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="one seed, tiny sizes")
-    ap.add_argument("--seeds", nargs="+", type=int, default=None)
+    ap.add_argument("--tasks", nargs="+", default=["text", "vl"], choices=["text", "vl"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=None, help="the same seeds for every task")
     ap.add_argument("--out", default=str(quality.REPO / "benchmarks" / "results"))
     ap.add_argument("--work", default="/tmp/hardmine-signals")
     opts = ap.parse_args(argv)
-    opts.seeds = opts.seeds if opts.seeds is not None else ([0] if opts.quick else list(range(8)))
+    opts.seeds = {t: opts.seeds if opts.seeds is not None else ([0] if opts.quick else SEEDS[t]) for t in opts.tasks}
     return opts
 
 

@@ -70,12 +70,13 @@ def test_tracker_fixes_the_start_level_at_the_first_observed_epoch():
     assert restored.view("t", 4).start_level == 2.0 and restored.view("t", 4).first_epoch == 0
 
 
-def test_tracker_refuses_a_state_without_start_levels():
+@pytest.mark.parametrize("old_format, missing", [(1, "start_levels"), (2, "early_loss")])
+def test_tracker_refuses_a_state_of_an_older_format(old_format, missing):
     tracker = LossTracker({"t": 2})
     state = tracker.state_dict()
-    state["format"] = 1
-    del state["start_levels"]
-    with pytest.raises(ValueError, match="format 1 was written by a hardmine without"):
+    state["format"] = old_format
+    del state[missing]
+    with pytest.raises(ValueError, match=f"format {old_format}; expected 3 .formats 1 and 2 were written by a hardmine without"):
         LossTracker({"t": 2}).load_state_dict(state)
 
 

@@ -38,8 +38,9 @@ selector mode and params, guard settings, datasets and names of rules and
 slices. Rules, in bit order: ``unobserved`` (no observation entered the
 aggregate), then the guard's ``insufficient_history``, ``not_improving``
 (rules ``improvement`` and ``sticky``), ``hard_streak``, ``flagged_earlier``
-(rules ``sticky`` and ``start_level``) and ``at_start_level`` (rule ``start_level``; meta
-``start_levels`` holds each dataset's level); see
+(rules ``sticky``, ``start_level`` and ``learning``), ``at_start_level`` (rules
+``start_level`` and ``learning``; meta ``start_levels`` holds each dataset's level) and
+``not_below_own_start`` (rule ``learning``); see
 :mod:`hardmine.core.selection`. An unobserved sample carries only its first
 bit, as the guard never judges it.
 """
@@ -58,10 +59,13 @@ import numpy as np
 
 from .files import write_atomically
 from .identity import dataset_key, sample_ids
-from .selection import GuardSettings, GuardVerdict, Selection, SelectorSettings, apply_selector, judge_guard
+from .selection import GuardSettings, GuardVerdict, Selection, SelectorSettings, apply_selector, judge_view
 
 POPULATION_FORMAT = "hardmine.population/1"
-EXCLUSION_RULES = ("unobserved", "insufficient_history", "not_improving", "hard_streak", "flagged_earlier", "at_start_level")
+EXCLUSION_RULES = (
+    "unobserved", "insufficient_history", "not_improving", "hard_streak", "flagged_earlier", "at_start_level",
+    "not_below_own_start",
+)
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 HISTOGRAM_BINS = 40
 
@@ -195,7 +199,7 @@ def population_table(
 ) -> Population:
     """The population behind ``selection``; call before the tracker closes ``epoch``.
 
-    ``flagged``: the guard's memory the selection was given (rules ``sticky``, ``start_level``).
+    ``flagged``: the guard's memory the selection was given (rules ``sticky``, ``start_level``, ``learning``).
     Eligibility and the rule bits come from :func:`judge_guard`, the function
     the selection used: the bits say why each other sample was left out.
     """
@@ -210,8 +214,7 @@ def population_table(
         observed = np.flatnonzero(view.count > 0)
         eligible = np.zeros(n, bool)
         earlier = None if not flagged or name not in flagged else np.asarray(flagged[name], bool)
-        history, bits = view.history[:, observed], view.hard_bits[observed]
-        verdict = judge_guard(history, bits, guard, None if earlier is None else earlier[observed], view.start_level)
+        verdict = judge_view(view, observed, epoch, guard, None if earlier is None else earlier[observed])
         eligible[observed[verdict.eligible]] = True
         start_levels[name] = finite_or_none(view.start_level)
         hard = np.zeros(n, bool)

@@ -207,7 +207,7 @@ class HardSampleMiner:
         self.tracker = LossTracker(datasets, self.settings.tracker_settings())
         self.trigger = PlateauTrigger(self.settings.trigger)
         self.plan: HardSamplePlan | None = None
-        # Guard rules "sticky" and "start_level": per eligible dataset, which samples are excluded for good.
+        # Guard rules "sticky", "start_level" and "learning": per eligible dataset, which samples are excluded for good.
         self.flagged: dict[str, np.ndarray] = {}
 
     def observe(self, sample_ids, losses, *, epoch: int, steps) -> None:
@@ -228,7 +228,7 @@ class HardSampleMiner:
         table = None
         if active:
             s = self.settings
-            earlier_flags = self.flagged  # what this selection's guard saw (rules sticky, start_level)
+            earlier_flags = self.flagged  # what this selection's guard saw (rules sticky, start_level, learning)
             selection = select_hard(self.tracker, self.eligible, epoch, s.selector, s.guard, flagged=self.flagged)
             self.flagged = dict(selection.flagged)
             hard_stats = self._hard_stats(selection, epoch)

@@ -31,6 +31,20 @@ Eligibility, in order
      at the level for many epochs, while a hard clean sample rarely stays
      there three epochs running. The memory is the caller's, as for
      ``sticky``.
+   * ``learning``: ``start_level``'s tests, plus ``not_below_own_start``: the
+     sample's mean raw loss over those of the last ``window`` epochs that
+     came after its *own early level* (its raw loss in the first epoch, after
+     its dataset's first, in which it was seen) is not below that level: the
+     model has not got any better at it since its own start. Why: a wrong
+     label does not always sit at the start level. Where it uses the task's
+     common words (a swapped colour in a dense caption), its loss starts as
+     low as any sample's, then *rises* as the model learns the right answer
+     from the image, while a hard clean sample's loss falls from a high
+     start. Measured on the VL task of ``benchmarks/signals.py`` with
+     ``sample_loss: fields``: the start level excluded no wrong label, this
+     test most of them. A sample with no observation after its early level is
+     not judged by this test. With ``flag_for_good``, an epoch counts towards
+     ``flagged_earlier`` when either test holds in it.
    * ``improvement``: ``not_improving``: its own raw loss must have fallen by
      at least ``min_improvement`` (relative) across the last ``window``
      epochs: from the oldest to the newest epoch in which it was seen within
@@ -69,7 +83,7 @@ from .identity import dataset_key
 from .tracker import LossTracker
 
 SELECTOR_MODES = ("top_k", "percentile", "threshold")
-GUARD_RULES = ("start_level", "improvement", "sticky")
+GUARD_RULES = ("start_level", "learning", "improvement", "sticky")
 
 
 @dataclass(frozen=True)
@@ -105,7 +119,7 @@ class GuardSettings:
     # benchmarks/signals.py and benchmarks/quality.py: the guard-rule replay and the
     # noisy-label arms on docs/benchmarks.md.
     rule: str = "start_level"
-    # Rule start_level: a sample at the start level in each of the last window + 1
+    # Rules start_level, learning: a sample at the start level in each of the last window + 1
     # epochs (the first epoch not among them) is excluded for the rest of the run, so a
     # wrong label the model memorises late cannot come back (see the module doc).
     flag_for_good: bool = True
@@ -211,48 +225,80 @@ def recent_raw_loss(history: np.ndarray, window: int) -> tuple[np.ndarray, np.nd
 
 
 @dataclass(frozen=True)
+class EarlyLevels:
+    """Each sample's own early level (rule ``learning``), aligned with a history's columns."""
+
+    loss: np.ndarray  # raw loss in the sample's first epoch after its dataset's first (NaN: none yet)
+    epoch: np.ndarray  # that epoch (-1: none yet)
+    history_end: int  # the epoch of the history's newest row
+
+    def after(self, rows: int) -> np.ndarray:
+        """(rows, n): True where the history's last ``rows`` rows are later than the sample's early level."""
+        row_epochs = np.arange(self.history_end - rows + 1, self.history_end + 1)
+        early = np.asarray(self.epoch)
+        return (row_epochs[:, None] > early[None, :]) & (early >= 0)[None, :]
+
+
+def not_below_own_start(history: np.ndarray, early: EarlyLevels, window: int) -> np.ndarray:
+    """True where the mean raw loss over the last ``window`` rows that came after the
+    sample's early level is at least that level (not judged, False, without such a row)."""
+    recent = np.asarray(history)[-window:]
+    counted = np.isfinite(recent) & early.after(recent.shape[0])
+    n_counted = counted.sum(0)
+    total = np.where(counted, recent, 0).astype(np.float64).sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = total / n_counted
+        return (n_counted > 0) & (mean >= np.asarray(early.loss, np.float64))
+
+
+@dataclass(frozen=True)
 class GuardVerdict:
     """The guard's judgement of observed samples: who is eligible, and each rule's exclusions."""
 
     eligible: np.ndarray
     masks: dict[str, np.ndarray]  # rule -> excluded by it (a sample can fail several)
-    flagged: np.ndarray | None  # rules sticky, start_level: the memory to keep (earlier | flagged now)
+    flagged: np.ndarray | None  # rules sticky, start_level, learning: the memory to keep (earlier | flagged now)
 
     @property
     def counts(self) -> dict[str, int]:
         return {rule: int(np.count_nonzero(mask)) for rule, mask in self.masks.items()}
 
 
-def guard_mask(history, hard_bits, guard: GuardSettings, flagged=None, start_level: float = math.nan):
+def guard_mask(history, hard_bits, guard: GuardSettings, flagged=None, start_level: float = math.nan, early=None):
     """Eligibility under the noise guard (for observed samples) and per-rule counts."""
-    verdict = judge_guard(history, hard_bits, guard, flagged, start_level)
+    verdict = judge_guard(history, hard_bits, guard, flagged, start_level, early=early)
     return verdict.eligible, verdict.counts
 
 
 def judge_guard(
     history, hard_bits, guard: GuardSettings, flagged=None, start_level: float = math.nan, may_flag: bool = False,
+    early: EarlyLevels | None = None,
 ) -> GuardVerdict:
     """The guard over observed samples: ``history`` (slots, n) of raw losses, oldest first.
 
-    ``flagged`` (rules ``sticky`` and ``start_level``): which samples an earlier
-    selection excluded for good (None: none). ``start_level`` (rule
-    ``start_level``): the median raw loss of the dataset's first observed
+    ``flagged`` (rules ``sticky``, ``start_level`` and ``learning``): which samples an earlier
+    selection excluded for good (None: none). ``start_level`` (rules
+    ``start_level`` and ``learning``): the median raw loss of the dataset's first observed
     epoch; NaN (not known yet) excludes nobody by that rule. ``may_flag``
-    (rule ``start_level``): the last ``window + 1`` history rows are all later
+    (rules ``start_level`` and ``learning``): the last ``window + 1`` history rows are all later
     than the dataset's first epoch, so a sample at the level in each of them
     is flagged for good (a loss seen in the first epoch says more about when
-    in it the sample came than about the sample).
+    in it the sample came than about the sample). ``early`` (rule ``learning``):
+    the samples' own early levels; None: none known yet.
     """
     history = np.asarray(history)
     n = history.shape[1]
     if not guard.enabled:
         return GuardVerdict(np.ones(n, bool), {}, None)
     masks: dict[str, np.ndarray] = {}
-    if guard.rule == "start_level":
+    by_level = guard.rule in ("start_level", "learning")
+    if by_level:
         recent, judgeable = recent_raw_loss(history, guard.window)
         masks["insufficient_history"] = ~judgeable
         with np.errstate(invalid="ignore"):  # NaN start level: nobody excluded
             masks["at_start_level"] = judgeable & (recent >= start_level)
+        if guard.rule == "learning" and early is not None:
+            masks["not_below_own_start"] = not_below_own_start(history, early, guard.window)
     else:
         # The tracker may keep more history than the guard looks at.
         improvement, judgeable = raw_improvement(history[-(guard.window + 1) :])
@@ -260,23 +306,41 @@ def judge_guard(
         masks["not_improving"] = judgeable & (improvement < guard.min_improvement)
     masks["hard_streak"] = streak_reached(np.asarray(hard_bits), guard.max_hard_streak)
     flags = None
-    if guard.rule == "sticky" or (guard.rule == "start_level" and guard.flag_for_good):
+    if guard.rule == "sticky" or (by_level and guard.flag_for_good):
         earlier = np.zeros(n, bool) if flagged is None else np.asarray(flagged, bool)
         if earlier.shape != (n,):
             raise ValueError(f"flagged has shape {earlier.shape}; expected ({n},), one flag per sample")
         masks["flagged_earlier"] = earlier
         if guard.rule == "sticky":
             flags = earlier | masks["not_improving"]
-        elif may_flag and math.isfinite(start_level):
+        elif may_flag:
             rows = history[-(guard.window + 1) :]
-            # Seen in each of those epochs, and at the level in each: not one sign of learning.
-            flags = earlier | (np.isfinite(rows) & (rows >= start_level)).all(0)
+            with np.errstate(invalid="ignore"):
+                unlearnt = rows >= start_level  # NaN start level: False
+                if guard.rule == "learning" and early is not None:
+                    unlearnt |= early.after(rows.shape[0]) & (rows >= np.asarray(early.loss)[None, :])
+            # Seen in each of those epochs, and unlearnt in each: not one sign of learning.
+            flags = earlier | (np.isfinite(rows) & unlearnt).all(0)
         else:
             flags = earlier
     eligible = np.ones(n, bool)
     for mask in masks.values():
         eligible &= ~mask
     return GuardVerdict(eligible, masks, flags)
+
+
+def judge_view(
+    view, observed: np.ndarray | None, epoch: int, guard: GuardSettings, flagged=None, may_flag: bool = False,
+) -> GuardVerdict:
+    """:func:`judge_guard` over the observed samples of a tracker view taken at the end of
+    ``epoch`` (``observed``: their positions; None: every sample)."""
+    pick = (lambda a: a) if observed is None else (lambda a: a[..., observed])
+    early = None
+    if view.early_loss is not None:
+        early = EarlyLevels(pick(view.early_loss), pick(view.early_epoch), int(epoch))
+    return judge_guard(
+        pick(view.history), pick(view.hard_bits), guard, flagged, view.start_level, may_flag, early=early
+    )
 
 
 # ------------------------------------------------------------ whole selection
@@ -345,10 +409,10 @@ def select_hard(
         n_seen = int(np.count_nonzero(seen_mask))
         observed += n_seen
         if n_seen == seen_mask.size:  # no copies when every sample was observed
-            seen, history, bits, corrected = None, view.history, view.hard_bits, view.corrected
+            seen, corrected = None, view.corrected
         else:
             seen = np.flatnonzero(seen_mask)
-            history, bits, corrected = view.history[:, seen], view.hard_bits[seen], view.corrected[seen]
+            corrected = view.corrected[seen]
         observed_corrected.append(corrected)
         before = None if flagged is None or name not in flagged else np.asarray(flagged[name], bool)
         if before is not None and before.shape != seen_mask.shape:
@@ -356,7 +420,7 @@ def select_hard(
         earlier = None if before is None else (before if seen is None else before[seen])
         # The guard's rows are epochs epoch - window .. epoch; all later than the first?
         may_flag = view.first_epoch >= 0 and epoch - guard.window > view.first_epoch
-        verdict = judge_guard(history, bits, guard, earlier, view.start_level, may_flag)
+        verdict = judge_view(view, seen, epoch, guard, earlier, may_flag)
         ok, counts, now = verdict.eligible, verdict.counts, verdict.flagged
         if now is not None:
             full = np.zeros(seen_mask.size, bool) if before is None else before.copy()

@@ -15,9 +15,13 @@ array           dtype      meaning
                            epoch-ends ago (bit 0 = the newest plan)
 ``history``     float16    (slots, n) raw loss per epoch, a ring over the last
                            ``history_slots`` epochs; NaN = not seen that epoch
+``early_loss``  float16    raw loss in the first epoch, after its dataset's
+                           first observed epoch, in which the sample was seen
+                           (NaN: none yet); the guard's rule ``learning``
+``early_epoch`` int32      that epoch (-1: none yet)
 ==============  =========  ====================================================
 
-That is 24 bytes a sample with EMA and three history slots.
+That is 30 bytes a sample with EMA and three history slots.
 
 Progress correction (on by default)
 -----------------------------------
@@ -105,6 +109,10 @@ class TrackedView:
     # what the young model made of a typical sample (the guard's rule start_level).
     start_level: float = math.nan
     first_epoch: int = -1  # the epoch whose median is the start level (-1: none observed yet)
+    # Per sample, its raw loss in its first epoch after first_epoch, and that epoch
+    # (NaN, -1: none yet): the sample's own early level (the guard's rule learning).
+    early_loss: np.ndarray | None = None
+    early_epoch: np.ndarray | None = None
 
     @property
     def aggregate(self) -> np.ndarray:
@@ -142,6 +150,8 @@ class LossTracker:
         self.history_epochs = np.full(self.settings.history_slots, -1, np.int64)  # epoch held by each row
         self.start_levels = np.full(len(self.names), np.nan)  # per dataset, see TrackedView.start_level
         self.start_epochs = np.full(len(self.names), -1, np.int64)  # the epoch each start level is from
+        self.early_loss = np.full(n, np.nan, np.float16)  # see TrackedView.early_loss
+        self.early_epoch = np.full(n, -1, np.int32)
         self._reset_scalars()
 
     def _reset_scalars(self) -> None:
@@ -416,6 +426,7 @@ class LossTracker:
         epoch = int(epoch)
         if epoch <= self.closed_epoch:
             raise ValueError(f"epoch {epoch} closed twice or out of order (last closed: {self.closed_epoch})")
+        self._record_early(epoch)
         for i in np.flatnonzero(np.isnan(self.start_levels)):
             self.start_levels[i] = self._epoch_median(int(i), epoch)
             if not np.isnan(self.start_levels[i]):
@@ -428,6 +439,20 @@ class LossTracker:
                 raise ValueError(f"hard base_idx out of range for dataset {name!r} of size {hi - lo}")
             self.hard_bits[lo + base] |= np.uint16(1)
         self.closed_epoch = epoch
+
+    def _record_early(self, epoch: int) -> None:
+        """Each sample's own early level: its raw loss in ``epoch``, if that is its first
+        epoch seen after its dataset's first. Why not the first epoch itself: a loss seen
+        then says more about when in that epoch the sample came than about the sample."""
+        j = epoch % self.settings.history_slots
+        if self.history_epochs[j] != epoch:
+            return  # nothing observed this epoch
+        for i in np.flatnonzero((self.start_epochs >= 0) & (self.start_epochs < epoch)):
+            lo, hi = int(self.offsets[i]), int(self.offsets[i + 1])
+            row = self.history[j, lo:hi]
+            new = np.isfinite(row) & (self.early_epoch[lo:hi] < 0)
+            self.early_loss[lo:hi][new] = row[new]
+            self.early_epoch[lo:hi][new] = epoch
 
     def _epoch_median(self, i: int, epoch: int) -> float:
         """Median raw loss of dataset ``i``'s samples seen in ``epoch`` (NaN: none, or not held)."""
@@ -470,6 +495,8 @@ class LossTracker:
             history=np.stack(rows),
             start_level=start_level,
             first_epoch=first_epoch,
+            early_loss=self.early_loss[lo:hi],
+            early_epoch=self.early_epoch[lo:hi],
         )
 
     def _start(self, name: str, epoch: int) -> tuple[float, int]:
@@ -483,7 +510,7 @@ class LossTracker:
 
     @property
     def nbytes(self) -> int:
-        arrays = [self.count, self.mean, self.last, self.hard_bits, self.history]
+        arrays = [self.count, self.mean, self.last, self.hard_bits, self.history, self.early_loss, self.early_epoch]
         if self.ema is not None:
             arrays.append(self.ema)
         return int(sum(a.nbytes for a in arrays))
@@ -492,7 +519,7 @@ class LossTracker:
     def state_dict(self) -> dict[str, Any]:
         self.flush()
         state = {
-            "format": 2,
+            "format": 3,
             "settings": asdict(self.settings),
             "datasets": {n: int(s) for n, s in zip(self.names, self.sizes)},
             "count": self.count.copy(),
@@ -504,6 +531,8 @@ class LossTracker:
             "history_epochs": self.history_epochs.copy(),
             "start_levels": self.start_levels.copy(),
             "start_epochs": self.start_epochs.copy(),
+            "early_loss": self.early_loss.copy(),
+            "early_epoch": self.early_epoch.copy(),
             "pending_flat": np.concatenate([c[0] for c in self._pending]) if self._pending else np.empty(0, np.int64),
             "pending_pair": np.concatenate([c[1] for c in self._pending]) if self._pending else np.empty((0, 2), np.float32),
             "pending_epoch": self._pending_epoch,
@@ -519,10 +548,11 @@ class LossTracker:
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        if state.get("format") != 2:
+        if state.get("format") != 3:
             raise ValueError(
-                f"unsupported tracker state format {state.get('format')!r}; expected 2 "
-                "(format 1 was written by a hardmine without the guard's start level)"
+                f"unsupported tracker state format {state.get('format')!r}; expected 3 "
+                "(formats 1 and 2 were written by a hardmine without the guard's start level "
+                "or the samples' early levels)"
             )
         if dict(state["datasets"]) != {n: int(s) for n, s in zip(self.names, self.sizes)}:
             raise ValueError(
@@ -536,7 +566,8 @@ class LossTracker:
         self._pending = [(flat, pair)] if flat.size else []
         self._pending_size = int(flat.size)
         self._pending_epoch = state["pending_epoch"]
-        for name in ("count", "mean", "last", "hard_bits", "history", "history_epochs", "start_levels", "start_epochs"):
+        for name in ("count", "mean", "last", "hard_bits", "history", "history_epochs", "start_levels", "start_epochs",
+                     "early_loss", "early_epoch"):
             current = getattr(self, name)
             loaded = np.asarray(state[name], dtype=current.dtype)
             if loaded.shape != current.shape:

@@ -77,7 +77,7 @@ def draw_sizes(ax, report: dict[str, Any]) -> None:
     if eligible:
         ax.plot(*zip(*eligible), "o-", color="tab:green", label="eligible")
     styles = {"insufficient_history": "tab:grey", "not_improving": "tab:orange", "hard_streak": "tab:purple",
-              "flagged_earlier": "tab:brown", "at_start_level": "tab:red"}
+              "flagged_earlier": "tab:brown", "at_start_level": "tab:red", "not_below_own_start": "tab:pink"}
     for rule in GUARD_RULES:
         points = [(e["epoch"], e["excluded"][rule]) for e in report["epochs"] if (e.get("excluded") or {}).get(rule) is not None]
         if points and any(v for _, v in points):

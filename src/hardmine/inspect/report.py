@@ -15,8 +15,13 @@ import numpy as np
 from ..core.audit import quantiles
 from .run import Run
 
-GUARD_RULES = ("insufficient_history", "at_start_level", "not_improving", "hard_streak", "flagged_earlier")
-_SHORT_RULE = {"insufficient_history": "history", "at_start_level": "start", "not_improving": "flat", "hard_streak": "streak", "flagged_earlier": "flagged"}
+GUARD_RULES = (
+    "insufficient_history", "at_start_level", "not_below_own_start", "not_improving", "hard_streak", "flagged_earlier",
+)
+_SHORT_RULE = {
+    "insufficient_history": "history", "at_start_level": "start", "not_below_own_start": "own",
+    "not_improving": "flat", "hard_streak": "streak", "flagged_earlier": "flagged",
+}
 
 
 # ------------------------------------------------------------------ epochs
@@ -253,8 +258,9 @@ def format_report(report: dict[str, Any], top: int = 10, epoch: int | None = Non
     lines.append(f"loss: {describe_sample_loss(active[-1]['sample_loss'])}, aggregated over epochs (the dump's loss)")
     lines.append("churn: Jaccard distance between this plan's hard set and the previous plan's (1 = all new)")
     lines.append("excluded: history = seen in too few epochs to judge, start = loss still at the first epoch's median")
-    lines.append("          (rule start_level; likely a wrong label), flat = loss not improving (rules improvement, sticky),")
-    lines.append("          streak = hard in too many plans in a row, flagged = flat at an earlier epoch (rule sticky)")
+    lines.append("          (rules start_level, learning; likely a wrong label), own = loss not below the sample's own")
+    lines.append("          early level (rule learning), flat = loss not improving (rules improvement, sticky),")
+    lines.append("          streak = hard in too many plans in a row, flagged = excluded for good at an earlier epoch")
     for e in active:
         if e["slices"]:
             s = e["slices"]
