@@ -1171,51 +1171,62 @@ SIGNAL_RULE_NOTES = {
     "improvement": "own raw loss must fall 10% over 2 epochs (rules `improvement`/`sticky` at their first selection)",
     "start_level": "mean raw loss of the last 2 epochs below the median of epoch 0",
     "start_level_window1": "`start_level` judged on the last epoch alone",
+    "learning": "`start_level`, and that mean below the sample's own loss of epoch 1 (its early level)",
+}
+SIGNAL_TASKS = {
+    "text": "text task, mean token loss recorded",
+    "vl": "VL task, loss over the description words recorded (`sample_loss: fields`)",
 }
 
 
 def signals_section(signals: dict | None) -> list[str]:
-    """The guard-rule replay of benchmarks/signals.py: what each rule lets into the first plan."""
+    """The guard-rule replay of benchmarks/signals.py: what each rule lets into the first plan, per task."""
     if not signals:
         return []
     meta, summary, setup = signals["meta"], signals["summary"], signals["setup"]
     L = [
         "## Noise-guard rules on real losses (`benchmarks/signals.py`)",
         "",
-        f"Suite {provenance(meta)}, {signals['mode']} mode, seeds {setup['seeds']}, text task, {signals['wall_s'] / 60:.1f} min.",
+        f"Suite {provenance(meta)}, {signals['mode']} mode, {signals['wall_s'] / 60:.1f} min.",
         "Until its first plan a mining run is its uniform control, so each guard's first plan is replayed exactly "
         "(hardmine's own engine on the control's recorded losses; a test checks the replay against a real run). "
+        "A plan made at a later epoch of a real mining run sees a model trained on reweighted epochs; the replay "
+        "shows what each guard makes of the control's losses at that epoch. "
         "Shares are means over seeds, with the worst seed in brackets.",
         "",
     ]
+
     def share(d: dict, key: str, worst: str = "max") -> str:
         return f"{pct(d[key]['mean'], 0, sign=False)} ({pct(d[key][worst], 0, sign=False)})" if key in d else "–"
 
-    rows = []
-    for epoch in setup["select_at"]:
-        noisy, clean = summary.get(f"noisy/{epoch}", {}), summary.get(f"clean/{epoch}", {})
-        for rule in setup["rules"]:
-            n, c = noisy.get(rule, {}), clean.get(rule, {})
-            rows.append([
-                str(epoch), f"`{rule}`", share(n, "corrupted_share"), share(n, "corrupted_excluded", "min"),
-                share(c, "hard_share", "min"), share(c, "clean_hard_excluded"),
-            ])
-    L += table(
-        ["first plan at end of epoch", "guard", "noisy: wrong labels in the mined set", "noisy: wrong labels excluded",
-         "clean: hard slice in the mined set", "clean: hard samples excluded"],
-        rows,
-    )
-    L += ["", "Rules: " + "; ".join(f"`{k}`: {v}" for k, v in SIGNAL_RULE_NOTES.items() if k in setup["rules"]) + ".", ""]
-    L += [f"Base rates: wrong labels {pct(setup['noise_share'], 0, sign=False)} of the target (noisy condition), "
-          f"hard slice {pct(setup['size']['hard_share'], 0, sign=False)}.", ""]
-    auc_rows = []
-    for epoch in setup["select_at"]:
-        for signal, v in summary.get(f"auc/{epoch}", {}).items():
-            auc_rows.append([str(epoch), signal, f"{v['mean']:.2f} ({v['min']:.2f})"])
-    if auc_rows:
-        L += ["How well single signals rank hard clean samples as more learnable than wrong labels "
-              "(AUC: 1 = always, 0.5 = chance; worst seed in brackets):", ""]
-        L += table(["at end of epoch", "signal", "AUC"], auc_rows) + [""]
+    for task, task_setup in setup["tasks"].items():
+        L += [f"**{SIGNAL_TASKS.get(task, task)}**, seeds {task_setup['seeds']}. Base rates: wrong labels "
+              f"{pct(setup['noise_share'], 0, sign=False)} of the target (noisy condition), hard slice "
+              f"{pct(task_setup['hard_share'], 0, sign=False)}.", ""]
+        rows = []
+        for epoch in task_setup["select_at"]:
+            noisy, clean = summary.get(f"{task}/noisy/{epoch}", {}), summary.get(f"{task}/clean/{epoch}", {})
+            for rule in setup["rules"]:
+                n, c = noisy.get(rule, {}), clean.get(rule, {})
+                rows.append([
+                    str(epoch), f"`{rule}`", share(n, "corrupted_share"), share(n, "corrupted_excluded", "min"),
+                    share(c, "hard_share", "min"), share(c, "clean_hard_excluded"),
+                ])
+        L += table(
+            ["first plan at end of epoch", "guard", "noisy: wrong labels in the mined set", "noisy: wrong labels excluded",
+             "clean: hard slice in the mined set", "clean: hard samples excluded"],
+            rows,
+        )
+        L.append("")
+        auc_rows = []
+        for epoch in task_setup["select_at"]:
+            for signal, v in summary.get(f"{task}/auc/{epoch}", {}).items():
+                auc_rows.append([str(epoch), signal, f"{v['mean']:.2f} ({v['min']:.2f})"])
+        if auc_rows:
+            L += ["How well single signals rank hard clean samples as more learnable than wrong labels "
+                  "(AUC: 1 = always, 0.5 = chance; worst seed in brackets):", ""]
+            L += table(["at end of epoch", "signal", "AUC"], auc_rows) + [""]
+    L += ["Rules: " + "; ".join(f"`{k}`: {v}" for k, v in SIGNAL_RULE_NOTES.items() if k in setup["rules"]) + ".", ""]
     return L
 
 

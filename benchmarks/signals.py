@@ -181,6 +181,7 @@ def run(opts) -> dict[str, Any]:
     meta = quality.machine_meta()
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
+    hard_shares: dict[str, list[float]] = {}
     for task in opts.tasks:
         size = sizes[task]
         select_at = [e for e in SELECT_AT[task] if e < size.epochs]
@@ -189,6 +190,7 @@ def run(opts) -> dict[str, Any]:
                 data = quality.make_text_data(size, seed)
             else:
                 data = quality.make_vl_data(size, seed, work / "vl-data" / f"seed{seed}")
+            hard_shares.setdefault(task, []).append(float(np.mean(data["train_hard"])))
             for condition in quality.CONDITIONS:
                 rec = record_uniform(
                     task, size, data, condition=condition, seed=seed, work=work, sample_loss=SAMPLE_LOSS[task]
@@ -213,6 +215,7 @@ def run(opts) -> dict[str, Any]:
                     "size": dataclasses.asdict(sizes[task]), "seeds": list(opts.seeds[task]),
                     "select_at": [e for e in SELECT_AT[task] if e < sizes[task].epochs],
                     "sample_loss": SAMPLE_LOSS[task],
+                    "hard_share": float(np.mean(hard_shares[task])),  # the train split's, mean over seeds
                 }
                 for task in opts.tasks
             },

@@ -34,20 +34,25 @@ def test_long_section_tables_each_arm_and_its_wrong_label_share_per_plan():
     assert report.long_section(None) == []
 
 
-def test_signals_section_reports_each_rule_with_its_worst_seed():
+def test_signals_section_reports_each_rule_of_each_task_with_its_worst_seed():
     share = {"mean": 0.05, "min": 0.03, "max": 0.08}
+    task = {"seeds": [0, 1], "select_at": [2], "hard_share": 0.15, "size": {}, "sample_loss": None}
     signals = {
         "meta": META, "mode": "full", "wall_s": 60.0,
-        "setup": {"seeds": [0, 1], "select_at": [2], "rules": {"start_level": {}}, "noise_share": 0.1, "size": {"hard_share": 0.1}},
+        "setup": {"tasks": {"text": task, "vl": task}, "rules": {"start_level": {}, "learning": {}}, "noise_share": 0.1},
         "summary": {
-            "noisy/2": {"start_level": {"corrupted_share": share, "corrupted_excluded": {"mean": 0.9, "min": 0.85, "max": 0.95}}},
-            "clean/2": {"start_level": {"hard_share": {"mean": 0.3, "min": 0.2, "max": 0.4}, "clean_hard_excluded": share}},
-            "auc/2": {"loss level (last 2 epochs)": {"mean": 0.95, "min": 0.92, "max": 0.97}},
+            "vl/noisy/2": {"learning": {"corrupted_share": share, "corrupted_excluded": {"mean": 0.9, "min": 0.85, "max": 0.95}}},
+            "vl/clean/2": {"learning": {"hard_share": {"mean": 0.3, "min": 0.2, "max": 0.4}, "clean_hard_excluded": share}},
+            "text/auc/2": {"loss level (last 2 epochs)": {"mean": 0.95, "min": 0.92, "max": 0.97}},
         },
     }
     page = "\n".join(report.signals_section(signals))
-    assert "| 2 | `start_level` | 5% (8%) | 90% (85%) | 30% (20%) | 5% (8%) |" in page
-    assert "| 2 | loss level (last 2 epochs) | 0.95 (0.92) |" in page
+    vl = page[page.index("**VL task"):]
+    assert "| 2 | `learning` | 5% (8%) | 90% (85%) | 30% (20%) | 5% (8%) |" in vl
+    assert "| 2 | `start_level` | – | – | – | – |" in vl
+    assert "| 2 | loss level (last 2 epochs) | 0.95 (0.92) |" in page[: page.index("**VL task")]
+    assert "hard slice 15%" in vl and "`learning`: `start_level`, and" in page
+    assert report.signals_section(None) == []
 
 
 def _sweep_run(arm, seed, condition, hard, overall, corrupted=None):
