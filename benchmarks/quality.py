@@ -45,6 +45,7 @@ epoch in every arm of a seed (the runs are identical until then);
 * ``descriptions`` (VL only): the defaults recording each sample's mean loss
   over the tokens of its descriptions alone (``sample_loss.statistic:
   fields``, ``fields: [desc]``), not its coordinates;
+  ``descriptions_start_level``: the same with guard rule ``start_level``;
 * ``oracle``: not a rule a user can run but the reference for what
   reweighting whole samples can reach: mining is told which samples are the
   hard slice (each observation's recorded loss is replaced by 1 for a hard
@@ -52,10 +53,12 @@ epoch in every arm of a seed (the runs are identical until then);
   stays the real one) and marks all of them, with no guard. Where even this
   arm does not lower the hard slice's eval loss, a rule's null result on
   that task says little about the rule;
-* ``sticky_guard`` / ``improvement_guard``: the defaults with the earlier
-  guard rules (``sticky``: the own loss must fall 10% over 2 epochs, and a
-  failure excludes for good; ``improvement``: the same test judged afresh
-  every epoch);
+* ``start_level_guard`` / ``learning_guard`` / ``sticky_guard`` /
+  ``improvement_guard``: the defaults with another guard rule
+  (``start_level``: the loss must fall below the median of the first epoch;
+  ``learning``: that, and below the sample's own early level; ``sticky``:
+  the own loss must fall 10% over 2 epochs, and a failure excludes for good;
+  ``improvement``: the same test judged afresh every epoch);
 * ``weight2``: the defaults with hard weight 2 instead of 3 (fewer slots taken
   from the rest of the data);
 * ``no_flag_for_good``: the defaults with ``noise_guard.flag_for_good: false``
@@ -127,11 +130,13 @@ SWEEP: dict[str, dict | Callable[[int], dict]] = {
 }
 SWEEP_ARMS = tuple(SWEEP)
 ARMS = (
-    "uniform", "placebo", "defaults", "sticky_guard", "improvement_guard", "original", "guard_off", "correction_off",
-    "weight2", "no_flag_for_good", "worst_tokens", "worst_tokens_guard_off", "descriptions", "oracle", *SWEEP_ARMS,
+    "uniform", "placebo", "defaults", "start_level_guard", "learning_guard", "sticky_guard", "improvement_guard",
+    "original", "guard_off", "correction_off", "weight2", "no_flag_for_good", "worst_tokens", "worst_tokens_guard_off",
+    "descriptions", "descriptions_start_level", "oracle", *SWEEP_ARMS,
 )
 # Arms that need a dense caption's fields (the text task's answers have none).
-VL_ONLY_ARMS = ("descriptions",)
+VL_ONLY_ARMS = ("descriptions", "descriptions_start_level")
+FIELDS = {"statistic": "fields", "fields": ["desc"]}
 # The token-aware statistic of arms worst_tokens*: the 3 of benchmarks/token_signals.py.
 WORST_TOKENS = {"statistic": "worst_tokens", "tokens": 3}
 CONDITIONS = ("clean", "noisy")
@@ -187,13 +192,16 @@ FULL_PLAN = {
     "text": (
         [0, 1, 2, 3, 4, 5, 6, 7],
         [
-            "uniform", "placebo", "defaults", "sticky_guard", "improvement_guard", "original", "guard_off", "correction_off",
-            "weight2", "worst_tokens", "oracle",
+            "uniform", "placebo", "defaults", "start_level_guard", "sticky_guard", "improvement_guard", "original",
+            "guard_off", "correction_off", "weight2", "worst_tokens", "oracle",
         ],
     ),
     "vl": (
         [0, 1, 2, 3, 4, 5],
-        ["uniform", "placebo", "defaults", "original", "guard_off", "worst_tokens", "worst_tokens_guard_off", "descriptions", "oracle"],
+        [
+            "uniform", "placebo", "defaults", "start_level_guard", "original", "guard_off", "worst_tokens",
+            "worst_tokens_guard_off", "descriptions", "descriptions_start_level", "oracle",
+        ],
     ),
 }
 
@@ -228,12 +236,15 @@ def arm_section(arm: str, *, mine_from: int | None, train_size: int) -> dict[str
         "guard_off": {**forced, "noise_guard": {"enabled": False}},
         "correction_off": {**forced, "aggregation": {"progress_correction": False}},
         "improvement_guard": {**forced, "noise_guard": {"rule": "improvement"}},
+        "start_level_guard": {**forced, "noise_guard": {"rule": "start_level"}},
+        "learning_guard": {**forced, "noise_guard": {"rule": "learning"}},
         "sticky_guard": {**forced, "noise_guard": {"rule": "sticky"}},
         "no_flag_for_good": {**forced, "noise_guard": {"flag_for_good": False}},
         "weight2": {**forced, "hard_weight": 2.0},
         "worst_tokens": {**forced, "sample_loss": WORST_TOKENS},
         "worst_tokens_guard_off": {**forced, "sample_loss": WORST_TOKENS, "noise_guard": {"enabled": False}},
-        "descriptions": {**forced, "sample_loss": {"statistic": "fields", "fields": ["desc"]}},
+        "descriptions": {**forced, "sample_loss": FIELDS},
+        "descriptions_start_level": {**forced, "sample_loss": FIELDS, "noise_guard": {"rule": "start_level"}},
         # The recorded statistic is replaced by the hard flag (oracle_recording); the
         # worst-tokens statistic only makes the real mean loss travel beside it, for the
         # trigger. Raw flags, so every hard sample observed in the epoch scores 1.

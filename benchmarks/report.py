@@ -20,8 +20,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 ARM_ORDER = (
-    "uniform", "placebo", "defaults", "sticky_guard", "improvement_guard", "weight2",
-    "original", "guard_off", "correction_off", "no_flag_for_good", "worst_tokens", "worst_tokens_guard_off", "descriptions", "oracle",
+    "uniform", "placebo", "defaults", "start_level_guard", "learning_guard", "sticky_guard", "improvement_guard", "weight2",
+    "original", "guard_off", "correction_off", "no_flag_for_good", "worst_tokens", "worst_tokens_guard_off", "descriptions",
+    "descriptions_start_level", "oracle",
 )
 ARM_NOTES = {
     "uniform": "control: mining on, trigger never fires",
@@ -31,6 +32,9 @@ ARM_NOTES = {
     "guard_off": "defaults without the noise guard",
     "correction_off": "defaults without progress correction",
     "improvement_guard": "defaults with guard rule `improvement` (own loss must fall 10% over 2 epochs, judged afresh)",
+    "start_level_guard": "defaults with guard rule `start_level` (loss must fall below the median of the first epoch)",
+    "learning_guard": "defaults with guard rule `learning` (`start_level`, and the loss must fall below the sample's own "
+                      "loss of its first epoch after the first)",
     "weight2": "defaults with hard weight 2",
     "sticky_guard": "defaults with guard rule `sticky` (`improvement`, and a failure excludes for good)",
     "no_flag_for_good": "defaults with `noise_guard.flag_for_good: false` (long runs only)",
@@ -38,6 +42,7 @@ ARM_NOTES = {
     "worst_tokens_guard_off": "`worst_tokens` without the noise guard",
     "descriptions": "defaults recording each sample's mean loss over its description words alone "
                     "(`sample_loss: {statistic: fields, fields: [desc]}`)",
+    "descriptions_start_level": "`descriptions` with guard rule `start_level`",
     "oracle": "bound, not a rule: mining is told the hard slice and marks all of it (weight 3, no guard)",
 }
 TASK_NOTES = {
@@ -561,7 +566,7 @@ def defaults_section(report: dict) -> list[str]:
                     f"(per seed {', '.join(pct(x, 0) for x in p['all_loss']['relative'])}), hard slice {pct(p['hard_loss']['mean_relative'])}: "
                     "paired differences smaller than this spread are not evidence."
                 )
-            for rule in ("start_level", "improvement", "sticky"):
+            for rule in GUARD_RULE_NAMES:
                 arm = rules[rule]
                 per_epoch = arms.get(arm, {}).get("mined", {}).get("per_epoch", {}) if arm else {}
                 if per_epoch:
@@ -571,9 +576,9 @@ def defaults_section(report: dict) -> list[str]:
                                     for e, v in per_epoch.items() if v["corrupted_share"] is not None)
                         + "."
                     )
-            a, b = rules["start_level"], rules["sticky"]
-            if a and b and a in arms and b in arms:
-                lines.append("- " + head_to_head(report, task, "noisy", a, b))
+            for a, b in guard_pairs(rules):
+                if a in arms and b in arms:
+                    lines.append("- " + head_to_head(report, task, "noisy", a, b))
         if clean:
             arms = clean["arms"]
             parts = []
@@ -586,9 +591,9 @@ def defaults_section(report: dict) -> list[str]:
                     )
             if parts:
                 lines.append("- Clean labels, paired to uniform: " + "; ".join(parts) + ".")
-            a, b = rules["start_level"], rules["sticky"]
-            if a and b and a in arms and b in arms:
-                lines.append("- " + head_to_head(report, task, "clean", a, b))
+            for a, b in guard_pairs(rules):
+                if a in arms and b in arms:
+                    lines.append("- " + head_to_head(report, task, "clean", a, b))
         for condition, entry in (("clean", clean), ("noisy", noisy)):
             if entry:
                 fired = entry["trigger"]["default"]
@@ -636,6 +641,13 @@ def summary_lines(report: dict) -> list[str]:
             + ("" if calibrated else " The control fails a calibration check (see the task's section).")
         )
     return out
+
+
+def guard_pairs(rules: dict[str, str | None]) -> list[tuple[str, str]]:
+    """Arms to set against each other, seed by seed: the guard rules (the newest against
+    the one it replaced) and the description-word statistic under each of them."""
+    pairs = [(rules["learning"], rules["start_level"]), (rules["start_level"], rules["sticky"])]
+    return [(a, b) for a, b in pairs if a and b] + [("descriptions", "descriptions_start_level")]
 
 
 def head_to_head(report: dict, task: str, condition: str, a: str, b: str) -> str:
@@ -714,9 +726,13 @@ def arm_by_settings(report: dict, task: str, **changes) -> str | None:
     return None
 
 
+GUARD_RULE_NAMES = ("learning", "start_level", "improvement", "sticky")
+
+
 def guard_rule_arms(report: dict, task: str) -> dict[str, str | None]:
     return {
         "start_level": arm_by_settings(report, task, noise_guard={"rule": "start_level"}),
+        "learning": arm_by_settings(report, task, noise_guard={"rule": "learning"}),
         "improvement": arm_by_settings(report, task, noise_guard={"rule": "improvement"}),
         "sticky": arm_by_settings(report, task, noise_guard={"rule": "sticky"}),
         "current": arm_by_settings(report, task),
@@ -783,7 +799,7 @@ def defaults_table(report: dict, sweep: dict | None = None) -> list[str]:
     def guard_evidence(task: str) -> str:
         r = guard_rule_arms(report, task)
         e, c = summary.get(f"{task}/noisy"), summary.get(f"{task}/clean")
-        names = [(f"`{rule}`", r[rule]) for rule in ("start_level", "improvement", "sticky") if r[rule]] + [("guard off", "guard_off")]
+        names = [(f"`{rule}`", r[rule]) for rule in GUARD_RULE_NAMES if r[rule]] + [("guard off", "guard_off")]
         out = [
             "noisy mined corrupted: " + ", ".join(f"{n} {_corrupted(e, a)}" for n, a in names),
             "noisy overall Δ: " + ", ".join(f"{n} {pct(_rel(e, a, 'all_loss'))}" for n, a in names),

@@ -16,8 +16,8 @@ TOP1 = SelectorSettings("top_k", k=1, value=None)
 IMPROVEMENT = GuardSettings(rule="improvement")
 
 
-def test_start_level_is_the_default_and_the_rule_is_validated():
-    assert GuardSettings().rule == "start_level"
+def test_learning_is_the_default_and_the_rule_is_validated():
+    assert GuardSettings().rule == "learning"
     with pytest.raises(SettingError, match="noise_guard.rule"):
         GuardSettings(rule="forever")
 

@@ -145,7 +145,10 @@ def test_select_hard_guard_off_is_exactly_the_selector_over_observed():
     np.testing.assert_allclose(sel.losses["t"], means[expected], rtol=1e-6)
 
 
-@pytest.mark.parametrize("rule, excluded_by", [("start_level", "at_start_level"), ("improvement", "not_improving")])
+@pytest.mark.parametrize(
+    "rule, excluded_by",
+    [("learning", "at_start_level"), ("start_level", "at_start_level"), ("improvement", "not_improving")],
+)
 def test_select_hard_guard_excludes_flat_losses(rule, excluded_by):
     # Sample 0: high and flat (mislabelled-like); sample 1: high and falling.
     losses = np.array([[5.0, 5.0, 1.0], [5.0, 4.0, 0.9], [5.0, 3.0, 0.8]])

@@ -10,6 +10,7 @@ Eligibility, in order
    selection is then exactly the selector's rule over observed samples).
    ``rule`` picks how a wrong label is recognised:
 
+   * ``learning`` (the default): see below; ``start_level``'s tests and one more.
    * ``start_level``: ``at_start_level``: the sample's mean *raw* loss over
      the last ``window`` epochs in which it was seen is at least the
      dataset's *start level*, the median raw loss of its first observed
@@ -115,10 +116,10 @@ class GuardSettings:
     min_improvement: float = 0.1
     window: int = 2
     max_hard_streak: int = 3
-    # "start_level" (default), "improvement" or "sticky"; see the module doc. Chosen by
-    # benchmarks/signals.py and benchmarks/quality.py: the guard-rule replay and the
-    # noisy-label arms on docs/benchmarks.md.
-    rule: str = "start_level"
+    # "learning" (default), "start_level", "improvement" or "sticky"; see the module doc.
+    # Chosen by benchmarks/signals.py and benchmarks/quality.py: the guard-rule replay and
+    # the noisy-label arms on docs/benchmarks.md.
+    rule: str = "learning"
     # Rules start_level, learning: a sample at the start level in each of the last window + 1
     # epochs (the first epoch not among them) is excluded for the rest of the run, so a
     # wrong label the model memorises late cannot come back (see the module doc).
