@@ -843,6 +843,11 @@ def defaults_table(report: dict, sweep: dict | None = None) -> list[str]:
         if all(desc):
             out.append(f"clean hard description accuracy vs uniform: mean {desc[0]['mean_diff']:+.3f}, "
                        f"worst tokens {desc[1]['mean_diff']:+.3f}")
+        fields = arm_of(c, "descriptions").get("paired", {}).get("hard_desc_acc")
+        if fields:
+            out.append(f"fields (arm `descriptions`): clean hard description accuracy {fields['mean_diff']:+.3f}, "
+                       f"noisy overall Δ {pct(_rel(e, 'descriptions', 'all_loss'))}, "
+                       f"noisy mined corrupted {_corrupted(e, 'descriptions')}")
         return ", ".join(out)
 
     def swept(*arms: str, fallback: str = "not varied"):
@@ -1329,7 +1334,9 @@ def build_page(
             L += per_seed_table(entry)
             L += [""]
             rules = guard_rule_arms(report, task)
-            for arm in dict.fromkeys(a for a in (rules["current"], rules["improvement"], rules["sticky"]) if a):
+            guarded = (rules["current"], rules["start_level"], rules["improvement"], rules["sticky"], "descriptions",
+                       "descriptions_start_level")
+            for arm in dict.fromkeys(a for a in guarded if a and a in entry["arms"]):
                 g = guard_table(entry, arm)
                 if g:
                     L += g + [""]
