@@ -192,14 +192,14 @@ FULL_PLAN = {
     "text": (
         [0, 1, 2, 3, 4, 5, 6, 7],
         [
-            "uniform", "placebo", "defaults", "start_level_guard", "sticky_guard", "improvement_guard", "original",
+            "uniform", "placebo", "defaults", "learning_guard", "sticky_guard", "improvement_guard", "original",
             "guard_off", "correction_off", "weight2", "worst_tokens", "oracle",
         ],
     ),
     "vl": (
         [0, 1, 2, 3, 4, 5],
         [
-            "uniform", "placebo", "defaults", "start_level_guard", "original", "guard_off", "worst_tokens",
+            "uniform", "placebo", "defaults", "learning_guard", "original", "guard_off", "worst_tokens",
             "worst_tokens_guard_off", "descriptions", "descriptions_start_level", "oracle",
         ],
     ),

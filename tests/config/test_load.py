@@ -187,6 +187,11 @@ def test_mining_settings_from_a_file_of_their_own(tmp_path):
     assert settings.noise_guard.rule == "improvement"
     path.write_text("hard_sample_mining: {enabled: false}\n")
     assert load_mining_settings(path).enabled is False
+    # No rule named: the recorded statistic's (start_level for the mean, learning for fields).
+    path.write_text("noise_guard: {window: 2}\n")
+    assert load_mining_settings(path).noise_guard.rule == "start_level"
+    path.write_text("sample_loss: {statistic: fields}\nnoise_guard: {window: 2}\n")
+    assert load_mining_settings(path).noise_guard.rule == "learning"
     path.write_text("selector: {mode: top_k}\nstartepoch: 1\n")
     with pytest.raises(ConfigError) as excinfo:
         load_mining_settings(path)

@@ -13,6 +13,14 @@ START_LEVEL = GuardSettings(rule="start_level", window=2, max_hard_streak=16)
 NO_BITS = np.zeros(4, np.uint16)
 
 
+@pytest.mark.parametrize("statistic, rule", [("mean", "start_level"), ("worst_tokens", "learning"), ("fields", "learning")])
+def test_an_unset_rule_follows_the_recorded_statistic(statistic, rule):
+    assert MiningSettings(sample_loss={"statistic": statistic}).noise_guard.rule == rule
+    assert MiningSettings(sample_loss={"statistic": statistic}, noise_guard={"window": 3}).noise_guard.rule == rule
+    chosen = MiningSettings(sample_loss={"statistic": statistic}, noise_guard={"rule": "improvement"})
+    assert chosen.noise_guard.rule == "improvement"  # a rule the user names is kept
+
+
 def _feed(tracker, epoch, losses):
     base = np.flatnonzero(~np.isnan(np.asarray(losses, float)))
     tracker.update(sample_ids("t", base), np.asarray(losses, float)[base], epoch=epoch, steps=epoch)

@@ -16,8 +16,10 @@ TOP1 = SelectorSettings("top_k", k=1, value=None)
 IMPROVEMENT = GuardSettings(rule="improvement")
 
 
-def test_learning_is_the_default_and_the_rule_is_validated():
-    assert GuardSettings().rule == "learning"
+def test_an_unset_rule_judges_as_start_level_outside_mining_settings_and_the_rule_is_validated():
+    assert GuardSettings().rule is None
+    history = np.array([[3.0, 3.0], [1.0, 3.0], [1.0, 3.0]])
+    assert guard_mask(history, np.zeros(2, np.uint16), GuardSettings(), start_level=2.0)[0].tolist() == [True, False]
     with pytest.raises(SettingError, match="noise_guard.rule"):
         GuardSettings(rule="forever")
 

@@ -13,7 +13,7 @@ plan made hard and frees its raw-history slot for epoch ``n + 1``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -21,7 +21,7 @@ import numpy as np
 from .audit import Population, population_table
 from .errors import MINING_KEY, SettingError, UserInputError, check_range
 from .plan import HardSamplePlan
-from .selection import GuardSettings, Selection, SelectorSettings, select_hard
+from .selection import DEFAULT_GUARD_RULES, GuardSettings, Selection, SelectorSettings, select_hard
 from .tracker import LossTracker, TrackerSettings
 from .trigger import PlateauTrigger, TriggerSettings
 
@@ -127,6 +127,9 @@ class MiningSettings:
         )
         for name, cls in nested:
             object.__setattr__(self, name, settings_from(cls, getattr(self, name), f"{MINING_KEY}.{name}"))
+        if self.noise_guard.rule is None:  # unset: the rule of the recorded statistic
+            rule = DEFAULT_GUARD_RULES[self.sample_loss.statistic]
+            object.__setattr__(self, "noise_guard", replace(self.noise_guard, rule=rule))
         for name in ("enabled", "higher_is_better", "dump", "dump_population"):
             if not isinstance(getattr(self, name), bool):
                 raise SettingError(f"{MINING_KEY}.{name}", getattr(self, name), "true or false")

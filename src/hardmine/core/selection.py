@@ -10,7 +10,10 @@ Eligibility, in order
    selection is then exactly the selector's rule over observed samples).
    ``rule`` picks how a wrong label is recognised:
 
-   * ``learning`` (the default): see below; ``start_level``'s tests and one more.
+   Unset, the rule follows the recorded statistic (:data:`DEFAULT_GUARD_RULES`):
+   ``start_level`` for the mean token loss, ``learning`` for ``worst_tokens`` and
+   ``fields``.
+
    * ``start_level``: ``at_start_level``: the sample's mean *raw* loss over
      the last ``window`` epochs in which it was seen is at least the
      dataset's *start level*, the median raw loss of its first observed
@@ -85,6 +88,12 @@ from .tracker import LossTracker
 
 SELECTOR_MODES = ("top_k", "percentile", "threshold")
 GUARD_RULES = ("start_level", "learning", "improvement", "sticky")
+# The rule each recorded statistic (``sample_loss.statistic``) gets when ``noise_guard.rule``
+# is not set. The mean token loss: start_level (on the text task of benchmarks/quality.py,
+# learning mined as few wrong labels but left overall loss worse in more seeds). The
+# token-level statistics: learning (on the VL task a wrong colour word starts as low as any
+# word and rises; start_level excluded none of them, learning most: docs/benchmarks.md).
+DEFAULT_GUARD_RULES = {"mean": "start_level", "worst_tokens": "learning", "fields": "learning"}
 
 
 @dataclass(frozen=True)
@@ -116,10 +125,12 @@ class GuardSettings:
     min_improvement: float = 0.1
     window: int = 2
     max_hard_streak: int = 3
-    # "learning" (default), "start_level", "improvement" or "sticky"; see the module doc.
-    # Chosen by benchmarks/signals.py and benchmarks/quality.py: the guard-rule replay and
-    # the noisy-label arms on docs/benchmarks.md.
-    rule: str = "learning"
+    # "start_level", "learning", "improvement" or "sticky"; see the module doc. None (the
+    # default): the rule of the statistic mining records (MiningSettings resolves it,
+    # DEFAULT_GUARD_RULES), start_level for a guard used on its own. Chosen by
+    # benchmarks/signals.py and benchmarks/quality.py: the guard-rule replay and the
+    # noisy-label arms on docs/benchmarks.md.
+    rule: str | None = None
     # Rules start_level, learning: a sample at the start level in each of the last window + 1
     # epochs (the first epoch not among them) is excluded for the rest of the run, so a
     # wrong label the model memorises late cannot come back (see the module doc).
@@ -130,7 +141,7 @@ class GuardSettings:
         for name in ("enabled", "flag_for_good"):
             if not isinstance(getattr(self, name), bool):
                 raise SettingError(f"{key}.{name}", getattr(self, name), "true or false")
-        if self.rule not in GUARD_RULES:
+        if self.rule is not None and self.rule not in GUARD_RULES:
             raise SettingError(f"{key}.rule", self.rule, f"one of {list(GUARD_RULES)}")
         check_range(f"{key}.min_improvement", self.min_improvement, low=0.0, high=1.0, high_open=True)
         check_range(f"{key}.window", self.window, low=1, high=15, integer=True)
@@ -292,13 +303,14 @@ def judge_guard(
     if not guard.enabled:
         return GuardVerdict(np.ones(n, bool), {}, None)
     masks: dict[str, np.ndarray] = {}
-    by_level = guard.rule in ("start_level", "learning")
+    rule = guard.rule or DEFAULT_GUARD_RULES["mean"]  # unset outside MiningSettings: the mean's rule
+    by_level = rule in ("start_level", "learning")
     if by_level:
         recent, judgeable = recent_raw_loss(history, guard.window)
         masks["insufficient_history"] = ~judgeable
         with np.errstate(invalid="ignore"):  # NaN start level: nobody excluded
             masks["at_start_level"] = judgeable & (recent >= start_level)
-        if guard.rule == "learning" and early is not None:
+        if rule == "learning" and early is not None:
             masks["not_below_own_start"] = not_below_own_start(history, early, guard.window)
     else:
         # The tracker may keep more history than the guard looks at.
@@ -307,18 +319,18 @@ def judge_guard(
         masks["not_improving"] = judgeable & (improvement < guard.min_improvement)
     masks["hard_streak"] = streak_reached(np.asarray(hard_bits), guard.max_hard_streak)
     flags = None
-    if guard.rule == "sticky" or (by_level and guard.flag_for_good):
+    if rule == "sticky" or (by_level and guard.flag_for_good):
         earlier = np.zeros(n, bool) if flagged is None else np.asarray(flagged, bool)
         if earlier.shape != (n,):
             raise ValueError(f"flagged has shape {earlier.shape}; expected ({n},), one flag per sample")
         masks["flagged_earlier"] = earlier
-        if guard.rule == "sticky":
+        if rule == "sticky":
             flags = earlier | masks["not_improving"]
         elif may_flag:
             rows = history[-(guard.window + 1) :]
             with np.errstate(invalid="ignore"):
                 unlearnt = rows >= start_level  # NaN start level: False
-                if guard.rule == "learning" and early is not None:
+                if rule == "learning" and early is not None:
                     unlearnt |= early.after(rows.shape[0]) & (rows >= np.asarray(early.loss)[None, :])
             # Seen in each of those epochs, and unlearnt in each: not one sign of learning.
             flags = earlier | (np.isfinite(rows) & unlearnt).all(0)
