@@ -89,8 +89,9 @@ LIMITS = [
     "a CPU budget the tiny model does not learn faint objects at all, and learns crowded scenes no better when shown "
     "them more often (see the VL calibration notes), so the page says nothing about mining for those.",
     "On the VL task a caption's loss is mostly coordinate digits. With the mean token loss (the default statistic) a "
-    "wrong colour word is one token in about thirty, so neither test of the `learning` rule sees it: the guard excludes "
-    "few wrong labels there and the mined sets hold them at about twice their base rate (the `defaults` guard table). "
+    "wrong colour word is one token in about thirty, so neither guard rule sees it: the guard excludes few wrong "
+    "labels there and the mined sets hold them at about twice their base rate (the guard tables of `defaults` and "
+    "`start_level_guard`). "
     "Recording the description words alone (arm `descriptions`) aims mining at the hard slice; there a wrong label in "
     "common words starts as low as any sample and rises as the model learns the right word from the image, which the "
     "own-level test of `learning` catches (the guard-rule replay, and the `flagged_earlier` column of the `descriptions` "
@@ -853,6 +854,19 @@ def defaults_table(report: dict, sweep: dict | None = None) -> list[str]:
                        f"noisy mined corrupted {_corrupted(e, 'descriptions')}")
         return ", ".join(out)
 
+    def rule_evidence() -> str:
+        c, e = summary.get("vl/clean"), summary.get("vl/noisy")
+        out = ["unset, it follows `sample_loss.statistic`: `learning` for `fields`, `start_level` for the others; "
+               "for the mean, see noise_guard.enabled"]
+        if arm_of(e, "descriptions") and arm_of(e, "descriptions_start_level"):
+            out.append(
+                "for `fields` (vl), `learning` (arm `descriptions`) against `start_level` (`descriptions_start_level`): "
+                f"noisy mined corrupted {_corrupted(e, 'descriptions')} vs {_corrupted(e, 'descriptions_start_level')}, "
+                f"noisy overall Δ {pct(_rel(e, 'descriptions', 'all_loss'))} vs {pct(_rel(e, 'descriptions_start_level', 'all_loss'))}, "
+                f"clean overall Δ {pct(_rel(c, 'descriptions', 'all_loss'))} vs {pct(_rel(c, 'descriptions_start_level', 'all_loss'))}"
+            )
+        return "; ".join(out)
+
     def swept(*arms: str, fallback: str = "not varied"):
         return sweep_evidence(sweep, *arms) or fallback
 
@@ -873,7 +887,7 @@ def defaults_table(report: dict, sweep: dict | None = None) -> list[str]:
         ("aggregation.history_epochs", swept("history2"), None),
         ("aggregation.progress_correction", None, correction_evidence),
         ("noise_guard.enabled", None, guard_evidence),
-        ("noise_guard.rule", "see noise_guard.enabled", None),
+        ("noise_guard.rule", rule_evidence(), None),
         ("noise_guard.min_improvement", "used by rules `improvement` and `sticky` only; not varied", None),
         ("noise_guard.window", f"{window} (and the guard-rule replay below)" if window
          else "guard-rule replay below: `start_level` on the last 2 epochs vs the last one", None),

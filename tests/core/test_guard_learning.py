@@ -13,7 +13,7 @@ START_LEVEL = GuardSettings(rule="start_level", window=2, max_hard_streak=16)
 NO_BITS = np.zeros(4, np.uint16)
 
 
-@pytest.mark.parametrize("statistic, rule", [("mean", "start_level"), ("worst_tokens", "learning"), ("fields", "learning")])
+@pytest.mark.parametrize("statistic, rule", [("mean", "start_level"), ("worst_tokens", "start_level"), ("fields", "learning")])
 def test_an_unset_rule_follows_the_recorded_statistic(statistic, rule):
     assert MiningSettings(sample_loss={"statistic": statistic}).noise_guard.rule == rule
     assert MiningSettings(sample_loss={"statistic": statistic}, noise_guard={"window": 3}).noise_guard.rule == rule
