@@ -70,14 +70,28 @@ def test_tracker_fixes_the_start_level_at_the_first_observed_epoch():
     assert restored.view("t", 4).start_level == 2.0 and restored.view("t", 4).first_epoch == 0
 
 
-@pytest.mark.parametrize("old_format, missing", [(1, "start_levels"), (2, "early_loss")])
-def test_tracker_refuses_a_state_of_an_older_format(old_format, missing):
+def test_tracker_refuses_a_state_without_start_levels():
     tracker = LossTracker({"t": 2})
     state = tracker.state_dict()
-    state["format"] = old_format
-    del state[missing]
-    with pytest.raises(ValueError, match=f"format {old_format}; expected 3 .formats 1 and 2 were written by a hardmine without"):
+    state["format"] = 1
+    del state["start_levels"]
+    with pytest.raises(ValueError, match="format 1; expected 2 or 3 .format 1 was written by a hardmine without"):
         LossTracker({"t": 2}).load_state_dict(state)
+
+
+def test_tracker_loads_a_state_from_before_the_early_levels_with_none_known():
+    tracker = LossTracker({"t": 2})
+    for epoch in range(3):
+        _feed(tracker, epoch, np.array([2.0, 1.0]))
+        tracker.close_epoch(epoch)
+    state = tracker.state_dict()
+    state["format"] = 2
+    del state["early_loss"], state["early_epoch"]
+    restored = LossTracker({"t": 2})
+    restored.load_state_dict(state)
+    view = restored.view("t", 2)
+    assert np.isnan(view.early_loss).all() and (view.early_epoch == -1).all()
+    assert view.start_level == tracker.view("t", 2).start_level
 
 
 # Sample 0 carries a wrong label: its loss rises as the model learns the task.

@@ -548,12 +548,20 @@ class LossTracker:
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        if state.get("format") != 3:
+        if state.get("format") not in (2, 3):
             raise ValueError(
-                f"unsupported tracker state format {state.get('format')!r}; expected 3 "
-                "(formats 1 and 2 were written by a hardmine without the guard's start level "
-                "or the samples' early levels)"
+                f"unsupported tracker state format {state.get('format')!r}; expected 2 or 3 "
+                "(format 1 was written by a hardmine without the guard's start level)"
             )
+        # Format 2 predates the samples' early levels: a run resumed from it keeps none
+        # (the epoch they come from is past), so rule learning judges it by the start
+        # level alone. The default rule of the mean, start_level, never reads them.
+        arrays = ["count", "mean", "last", "hard_bits", "history", "history_epochs", "start_levels", "start_epochs"]
+        if state["format"] == 3:
+            arrays += ["early_loss", "early_epoch"]
+        else:
+            self.early_loss[...] = np.nan
+            self.early_epoch[...] = -1
         if dict(state["datasets"]) != {n: int(s) for n, s in zip(self.names, self.sizes)}:
             raise ValueError(
                 f"tracker state holds datasets {dict(state['datasets'])}, "
@@ -566,8 +574,7 @@ class LossTracker:
         self._pending = [(flat, pair)] if flat.size else []
         self._pending_size = int(flat.size)
         self._pending_epoch = state["pending_epoch"]
-        for name in ("count", "mean", "last", "hard_bits", "history", "history_epochs", "start_levels", "start_epochs",
-                     "early_loss", "early_epoch"):
+        for name in arrays:
             current = getattr(self, name)
             loaded = np.asarray(state[name], dtype=current.dtype)
             if loaded.shape != current.shape:
