@@ -44,8 +44,8 @@ Eligibility, in order
      low as any sample's, then *rises* as the model learns the right answer
      from the image, while a hard clean sample's loss falls from a high
      start. Measured on the VL task of ``benchmarks/signals.py`` with
-     ``sample_loss: fields``: the start level excluded no wrong label, this
-     test most of them. A sample with no observation after its early level is
+     ``sample_loss: fields``: the start level excluded about 1% of the wrong
+     labels, this test 43% at epoch 2 and 65% at epoch 8. A sample with no observation after its early level is
      not judged by this test. With ``flag_for_good``, an epoch counts towards
      ``flagged_earlier`` when either test holds in it.
    * ``improvement``: ``not_improving``: its own raw loss must have fallen by
