@@ -1351,8 +1351,8 @@ def build_page(
             L += per_seed_table(entry)
             L += [""]
             rules = guard_rule_arms(report, task)
-            guarded = (rules["current"], rules["start_level"], rules["improvement"], rules["sticky"], "descriptions",
-                       "descriptions_start_level")
+            guarded = (rules["current"], rules["start_level"], rules["learning"], rules["improvement"], rules["sticky"],
+                       "descriptions", "descriptions_start_level")
             for arm in dict.fromkeys(a for a in guarded if a and a in entry["arms"]):
                 g = guard_table(entry, arm)
                 if g:
