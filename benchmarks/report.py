@@ -714,8 +714,15 @@ def normalized(settings: dict) -> dict[str, Any]:
 
 
 def _rule_of(flat: dict) -> dict:
-    """What decides which samples are mined: selector, aggregation, guard, weight (not the trigger, which arms force)."""
+    """What decides which samples are mined: statistic, selector, aggregation, guard, weight (not the trigger, which
+    arms force)."""
     keep = {k: v for k, v in flat.items() if k.startswith(("selector.", "aggregation.", "noise_guard.")) or k == "hard_weight"}
+    # The statistic (suites from before it was a setting recorded the mean), and the knob it reads.
+    keep["sample_loss.statistic"] = statistic = flat.get("sample_loss.statistic", "mean")
+    if statistic == "worst_tokens":
+        keep["sample_loss.tokens"] = flat.get("sample_loss.tokens")
+    elif statistic == "fields":
+        keep["sample_loss.fields"] = list(flat.get("sample_loss.fields") or [])
     if keep.get("noise_guard.enabled") is False:  # the guard's knobs do nothing then
         keep = {k: v for k, v in keep.items() if not k.startswith("noise_guard.") or k == "noise_guard.enabled"}
     return keep

@@ -90,8 +90,11 @@ def test_tracker_loads_a_state_from_before_the_early_levels_with_none_known():
     restored = LossTracker({"t": 2})
     restored.load_state_dict(state)
     view = restored.view("t", 2)
-    assert np.isnan(view.early_loss).all() and (view.early_epoch == -1).all()
+    assert np.isnan(view.early_loss).all() and (view.early_epoch < 0).all()
     assert view.start_level == tracker.view("t", 2).start_level
+    _feed(restored, 3, np.array([3.0, 3.0]))
+    restored.close_epoch(3)  # a level from after the resume would be a late one: none is taken
+    assert np.isnan(restored.view("t", 3).early_loss).all()
 
 
 # Sample 0 carries a wrong label: its loss rises as the model learns the task.

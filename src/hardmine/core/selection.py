@@ -132,9 +132,10 @@ class GuardSettings:
     # benchmarks/signals.py and benchmarks/quality.py: the guard-rule replay and the
     # noisy-label arms on docs/benchmarks.md.
     rule: str | None = None
-    # Rules start_level, learning: a sample at the start level in each of the last window + 1
-    # epochs (the first epoch not among them) is excluded for the rest of the run, so a
-    # wrong label the model memorises late cannot come back (see the module doc).
+    # Rules start_level, learning: a sample at the start level (rule learning: or not below
+    # its own early level) in each of the last window + 1 epochs (the first epoch not among
+    # them) is excluded for the rest of the run, so a wrong label the model memorises late
+    # cannot come back (see the module doc).
     flag_for_good: bool = True
 
     def __post_init__(self) -> None:

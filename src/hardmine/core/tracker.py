@@ -18,7 +18,7 @@ array           dtype      meaning
 ``early_loss``  float16    raw loss in the first epoch, after its dataset's
                            first observed epoch, in which the sample was seen
                            (NaN: none yet); the guard's rule ``learning``
-``early_epoch`` int32      that epoch (-1: none yet)
+``early_epoch`` int32      that epoch (-1: none yet; -2: none will come)
 ==============  =========  ====================================================
 
 That is 30 bytes a sample with EMA and three history slots.
@@ -68,6 +68,8 @@ from .identity import BASE_IDX_BITS, check_distinct_keys, dataset_key
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
 _LEVEL_FLOOR = 1e-12
 _FLUSH_AT = 1 << 22  # observations buffered before an automatic flush
+NO_EARLY_YET = -1  # early_epoch: the sample's early level is still to come
+NO_EARLY_EVER = -2  # early_epoch: none will come (a state from before early levels was loaded)
 AGGREGATIONS = ("mean", "ema")
 
 
@@ -450,7 +452,7 @@ class LossTracker:
         for i in np.flatnonzero((self.start_epochs >= 0) & (self.start_epochs < epoch)):
             lo, hi = int(self.offsets[i]), int(self.offsets[i + 1])
             row = self.history[j, lo:hi]
-            new = np.isfinite(row) & (self.early_epoch[lo:hi] < 0)
+            new = np.isfinite(row) & (self.early_epoch[lo:hi] == NO_EARLY_YET)
             self.early_loss[lo:hi][new] = row[new]
             self.early_epoch[lo:hi][new] = epoch
 
@@ -553,15 +555,16 @@ class LossTracker:
                 f"unsupported tracker state format {state.get('format')!r}; expected 2 or 3 "
                 "(format 1 was written by a hardmine without the guard's start level)"
             )
-        # Format 2 predates the samples' early levels: a run resumed from it keeps none
-        # (the epoch they come from is past), so rule learning judges it by the start
-        # level alone. The default rule of the mean, start_level, never reads them.
+        # Format 2 predates the samples' early levels: a run resumed from it never gets
+        # them (the epoch they come from is past; a later one would be a late level, not
+        # an early one), so rule learning judges it by the start level alone. The mean's
+        # default rule, start_level, never reads them.
         arrays = ["count", "mean", "last", "hard_bits", "history", "history_epochs", "start_levels", "start_epochs"]
         if state["format"] == 3:
             arrays += ["early_loss", "early_epoch"]
         else:
             self.early_loss[...] = np.nan
-            self.early_epoch[...] = -1
+            self.early_epoch[...] = NO_EARLY_EVER
         if dict(state["datasets"]) != {n: int(s) for n, s in zip(self.names, self.sizes)}:
             raise ValueError(
                 f"tracker state holds datasets {dict(state['datasets'])}, "
