@@ -87,6 +87,18 @@ def test_a_checkpoint_from_before_a_setting_existed_ran_with_its_default():
         HardSampleMiner({"target": 100}, ["target"], worst).load_state_dict(state)
 
 
+def test_a_changed_guard_rule_says_how_to_keep_the_checkpoints():
+    fields = dataclasses.replace(SETTINGS, sample_loss={"statistic": "fields"}, noise_guard={"rule": "start_level"})
+    first = HardSampleMiner({"target": 100}, ["target"], fields)
+    run(first, 2)
+    unset = dataclasses.replace(SETTINGS, sample_loss={"statistic": "fields"}, noise_guard={})  # resolves to learning
+    with pytest.raises(MiningStateMismatch) as info:
+        HardSampleMiner({"target": 100}, ["target"], unset).load_state_dict(first.state_dict())
+    message = str(info.value)
+    assert "noise_guard.rule: 'start_level' in the checkpoint, 'learning' now" in message
+    assert "set it to the checkpoint's to resume" in message
+
+
 def test_eligible_must_be_tracked():
     with pytest.raises(ValueError, match="subset"):
         HardSampleMiner({"target": 3}, ["coco"])
