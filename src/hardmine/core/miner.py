@@ -282,7 +282,7 @@ class HardSampleMiner:
         changed = settings_changes(state["settings"], self.settings.decision_dict())
         if list(state["eligible"]) != list(self.eligible):
             changed.append(f"mined datasets: {list(state['eligible'])} in the checkpoint, {list(self.eligible)} now")
-        if any(".noise_guard.rule:" in c for c in changed):
+        if any(c.startswith(f"{MINING_KEY}.noise_guard.rule:") for c in changed):
             # Earlier hardmine chose start_level for every statistic; fields now gets learning.
             changed.append("an unset noise_guard.rule follows sample_loss.statistic; set it to the checkpoint's to resume")
         if changed:
