@@ -46,6 +46,10 @@ epoch in every arm of a seed (the runs are identical until then);
   over the tokens of its descriptions alone (``sample_loss.statistic:
   fields``, ``fields: [desc]``), not its coordinates;
   ``descriptions_start_level``: the same with guard rule ``start_level``;
+  ``descriptions_window3`` / ``descriptions_weight2``: the same with a guard
+  window of 3 epochs / a hard weight of 2;
+* ``window3`` (both tasks in the full suite; a sweep arm): the defaults with
+  a guard window of 3 epochs instead of 2;
 * ``oracle``: not a rule a user can run but the reference for what
   reweighting whole samples can reach: mining is told which samples are the
   hard slice (each observation's recorded loss is replaced by 1 for a hard
@@ -132,10 +136,10 @@ SWEEP_ARMS = tuple(SWEEP)
 ARMS = (
     "uniform", "placebo", "defaults", "start_level_guard", "learning_guard", "sticky_guard", "improvement_guard",
     "original", "guard_off", "correction_off", "weight2", "no_flag_for_good", "worst_tokens", "worst_tokens_guard_off",
-    "descriptions", "descriptions_start_level", "oracle", *SWEEP_ARMS,
+    "descriptions", "descriptions_start_level", "descriptions_window3", "descriptions_weight2", "oracle", *SWEEP_ARMS,
 )
 # Arms that need a dense caption's fields (the text task's answers have none).
-VL_ONLY_ARMS = ("descriptions", "descriptions_start_level")
+VL_ONLY_ARMS = ("descriptions", "descriptions_start_level", "descriptions_window3", "descriptions_weight2")
 FIELDS = {"statistic": "fields", "fields": ["desc"]}
 # The token-aware statistic of arms worst_tokens*: the 3 of benchmarks/token_signals.py.
 WORST_TOKENS = {"statistic": "worst_tokens", "tokens": 3}
@@ -193,14 +197,15 @@ FULL_PLAN = {
         [0, 1, 2, 3, 4, 5, 6, 7],
         [
             "uniform", "placebo", "defaults", "learning_guard", "sticky_guard", "improvement_guard", "original",
-            "guard_off", "correction_off", "weight2", "worst_tokens", "oracle",
+            "guard_off", "correction_off", "weight2", "worst_tokens", "window3", "oracle",
         ],
     ),
     "vl": (
         [0, 1, 2, 3, 4, 5],
         [
             "uniform", "placebo", "defaults", "learning_guard", "original", "guard_off", "worst_tokens",
-            "worst_tokens_guard_off", "descriptions", "descriptions_start_level", "oracle",
+            "worst_tokens_guard_off", "descriptions", "descriptions_start_level", "descriptions_window3",
+            "descriptions_weight2", "window3", "oracle",
         ],
     ),
 }
@@ -245,6 +250,10 @@ def arm_section(arm: str, *, mine_from: int | None, train_size: int) -> dict[str
         "worst_tokens_guard_off": {**forced, "sample_loss": WORST_TOKENS, "noise_guard": {"enabled": False}},
         "descriptions": {**forced, "sample_loss": FIELDS},
         "descriptions_start_level": {**forced, "sample_loss": FIELDS, "noise_guard": {"rule": "start_level"}},
+        # Two answers to the description arm's cost to the rest: a longer guard window
+        # (the text sweep's one clear gain), and a lower weight for what it mines.
+        "descriptions_window3": {**forced, "sample_loss": FIELDS, "noise_guard": {"window": 3}},
+        "descriptions_weight2": {**forced, "sample_loss": FIELDS, "hard_weight": 2.0},
         # The recorded statistic is replaced by the hard flag (oracle_recording); the
         # worst-tokens statistic only makes the real mean loss travel beside it, for the
         # trigger. Raw flags, so every hard sample observed in the epoch scores 1.

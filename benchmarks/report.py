@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 ARM_ORDER = (
     "uniform", "placebo", "defaults", "start_level_guard", "learning_guard", "sticky_guard", "improvement_guard", "weight2",
     "original", "guard_off", "correction_off", "no_flag_for_good", "worst_tokens", "worst_tokens_guard_off", "descriptions",
-    "descriptions_start_level", "oracle",
+    "descriptions_start_level", "descriptions_window3", "descriptions_weight2", "window3", "oracle",
 )
 ARM_NOTES = {
     "uniform": "control: mining on, trigger never fires",
@@ -43,6 +43,9 @@ ARM_NOTES = {
     "descriptions": "defaults recording each sample's mean loss over its description words alone "
                     "(`sample_loss: {statistic: fields, fields: [desc]}`)",
     "descriptions_start_level": "`descriptions` with guard rule `start_level`",
+    "descriptions_window3": "`descriptions` with a guard window of 3 epochs",
+    "descriptions_weight2": "`descriptions` with hard weight 2",
+    "window3": "defaults with a guard window of 3 epochs instead of 2 (`noise_guard.window: 3`)",
     "oracle": "bound, not a rule: mining is told the hard slice and marks all of it (weight 3, no guard)",
 }
 TASK_NOTES = {
