@@ -583,7 +583,7 @@ def defaults_section(report: dict) -> list[str]:
                                     for e, v in per_epoch.items() if v["corrupted_share"] is not None)
                         + "."
                     )
-            for a, b in guard_pairs(rules):
+            for a, b in guard_pairs(rules) + variant_pairs(report, task):
                 if a in arms and b in arms:
                     lines.append("- " + head_to_head(report, task, "noisy", a, b))
         if clean:
@@ -598,7 +598,7 @@ def defaults_section(report: dict) -> list[str]:
                     )
             if parts:
                 lines.append("- Clean labels, paired to uniform: " + "; ".join(parts) + ".")
-            for a, b in guard_pairs(rules):
+            for a, b in guard_pairs(rules) + variant_pairs(report, task):
                 if a in arms and b in arms:
                     lines.append("- " + head_to_head(report, task, "clean", a, b))
         for condition, entry in (("clean", clean), ("noisy", noisy)):
@@ -650,6 +650,9 @@ def summary_lines(report: dict) -> list[str]:
     return out
 
 
+FIELDS_SETTINGS = {"statistic": "fields", "fields": ["desc"]}  # the description arms' sample_loss
+
+
 def guard_pairs(rules: dict[str, str | None]) -> list[tuple[str, str]]:
     """Arms to set against each other, seed by seed: the guard rules (the newest against
     the one it replaced) and the description-word statistic under each of them."""
@@ -657,19 +660,42 @@ def guard_pairs(rules: dict[str, str | None]) -> list[tuple[str, str]]:
     return [(a, b) for a, b in pairs if a and b] + [("descriptions", "descriptions_start_level")]
 
 
+def variant_pairs(report: dict, task: str) -> list[tuple[str, str]]:
+    """One knob changed against today's setting of it, found by recorded settings (so the
+    pairs stay right when a default moves): the guard window, for the default statistic
+    and for the description words, and the description words' hard weight."""
+    pairs = []
+    for sample_loss in ({}, {"sample_loss": FIELDS_SETTINGS}):
+        base = arm_by_settings(report, task, **sample_loss)
+        for change in ({"noise_guard": {"window": 3}}, {"noise_guard": {"window": 2}}, {"hard_weight": 2.0}):
+            other = arm_by_settings(report, task, **sample_loss, **change)
+            if base and other and other != base and (other, base) not in pairs and (base, other) not in pairs:
+                pairs.append((other, base))
+    return pairs
+
+
 def head_to_head(report: dict, task: str, condition: str, a: str, b: str) -> str:
     """Arm ``a`` against arm ``b``, seed by seed (each run against its own seed's)."""
     runs = runs_of(report, task, condition)
     by_seed = {r["seed"]: r for r in runs.get(b, [])}
-    hard, overall = [], []
+    metric = ACCURACY.get(task)
+    hard, overall, accuracy = [], [], []
     for r in runs.get(a, []):
         other = by_seed.get(r["seed"])
         if other:
-            hard.append(r["epochs"][-1]["hard"]["loss"] / other["epochs"][-1]["hard"]["loss"] - 1)
-            overall.append(r["epochs"][-1]["all"]["loss"] / other["epochs"][-1]["all"]["loss"] - 1)
+            mine, theirs = r["epochs"][-1], other["epochs"][-1]
+            hard.append(mine["hard"]["loss"] / theirs["hard"]["loss"] - 1)
+            overall.append(mine["all"]["loss"] / theirs["all"]["loss"] - 1)
+            if metric and metric in mine["hard"] and metric in theirs["hard"]:
+                accuracy.append(mine["hard"][metric] - theirs["hard"][metric])
+    shown = ""
+    if accuracy and len(accuracy) == len(hard):
+        shown = (f"; hard-slice {ACCURACY_NAME[metric]} {', '.join(f'{x:+.2f}' for x in accuracy)} "
+                 f"(mean {np.mean(accuracy):+.3f}, higher in {sum(x > 0 for x in accuracy)} of {len(accuracy)} seeds)")
     return (
         f"`{a}` against `{b}` ({condition}, per seed): hard slice {', '.join(pct(x, 0) for x in hard)}; "
-        f"overall {', '.join(pct(x, 0) for x in overall)} (lower in {sum(x < 0 for x in overall)} of {len(overall)} seeds)."
+        f"overall {', '.join(pct(x, 0) for x in overall)} (lower in {sum(x < 0 for x in overall)} of {len(overall)} seeds)"
+        + shown + "."
     )
 
 
@@ -821,17 +847,39 @@ def defaults_table(report: dict, sweep: dict | None = None) -> list[str]:
         ]
         return "; ".join(out) + " (and the guard-rule replay below)"
 
-    def weight_evidence(task: str) -> str:
-        r = guard_rule_arms(report, task)
-        w3, w2 = r["current"], arm_by_settings(report, task, hard_weight=2.0)
-        if not (w3 and w2):
-            return "not varied"
+    def knob_evidence(task: str, change: dict, label: str, other: str) -> list[str]:
+        """Today's value of a knob against ``change`` (``label`` names today's, ``other`` the change), for the
+        default statistic and for the description words, each paired to uniform."""
         c, e = summary.get(f"{task}/clean"), summary.get(f"{task}/noisy")
-        return (
-            f"weight 3 vs 2: clean hard Δ {pct(_rel(c, w3, 'hard_loss'))} vs {pct(_rel(c, w2, 'hard_loss'))}, "
-            f"clean overall Δ {pct(_rel(c, w3, 'all_loss'))} vs {pct(_rel(c, w2, 'all_loss'))}, "
-            f"noisy overall Δ {pct(_rel(e, w3, 'all_loss'))} vs {pct(_rel(e, w2, 'all_loss'))}"
-        )
+        out = []
+        for name, sample_loss in (("", {}), ("description words: ", {"sample_loss": FIELDS_SETTINGS})):
+            now_arm, changed = arm_by_settings(report, task, **sample_loss), arm_by_settings(report, task, **sample_loss, **change)
+            if not (now_arm and changed) or now_arm == changed:
+                continue
+            text = (
+                f"{name}{label} (`{now_arm}`) vs {other} (`{changed}`): "
+                f"clean hard Δ {pct(_rel(c, now_arm, 'hard_loss'))} vs {pct(_rel(c, changed, 'hard_loss'))} "
+                f"({_better(c, now_arm, 'hard_loss')} vs {_better(c, changed, 'hard_loss')} better), "
+                f"clean overall Δ {pct(_rel(c, now_arm, 'all_loss'))} vs {pct(_rel(c, changed, 'all_loss'))}, "
+                f"noisy overall Δ {pct(_rel(e, now_arm, 'all_loss'))} vs {pct(_rel(e, changed, 'all_loss'))}, "
+                f"noisy mined corrupted {_corrupted(e, now_arm)} vs {_corrupted(e, changed)}"
+            )
+            accuracy = [arm_of(c, a).get("paired", {}).get(f"hard_{ACCURACY.get(task)}") for a in (now_arm, changed)]
+            if all(accuracy):
+                text += (f", clean hard {ACCURACY_NAME[ACCURACY[task]]} vs uniform {accuracy[0]['mean_diff']:+.3f} "
+                         f"vs {accuracy[1]['mean_diff']:+.3f}")
+            out.append(text)
+        return out
+
+    def weight_evidence(task: str) -> str:
+        now_weight = f"{now['hard_weight']:g}"
+        other = "3" if now["hard_weight"] == 2.0 else "2"
+        return "; ".join(knob_evidence(task, {"hard_weight": float(other)}, f"weight {now_weight}", f"weight {other}")) or "not varied"
+
+    def window_evidence(task: str) -> str:
+        other = 2 if now["noise_guard.window"] == 3 else 3
+        return "; ".join(knob_evidence(task, {"noise_guard": {"window": other}}, f"window {now['noise_guard.window']}",
+                                       f"window {other}")) or "not varied"
 
     def correction_evidence(task: str) -> str:
         c, e = summary.get(f"{task}/clean"), summary.get(f"{task}/noisy")
@@ -899,8 +947,7 @@ def defaults_table(report: dict, sweep: dict | None = None) -> list[str]:
         ("noise_guard.enabled", None, guard_evidence),
         ("noise_guard.rule", rule_evidence(), None),
         ("noise_guard.min_improvement", "used by rules `improvement` and `sticky` only; not varied", None),
-        ("noise_guard.window", f"{window} (and the guard-rule replay below)" if window
-         else "guard-rule replay below: `start_level` on the last 2 epochs vs the last one", None),
+        ("noise_guard.window", None, window_evidence),
         ("noise_guard.max_hard_streak", swept("streak2", "no_streak_cap"), None),
     ]
     replayed = normalized(next(iter(summary.values()))["trigger"].get("default_settings", {}))
@@ -911,9 +958,11 @@ def defaults_table(report: dict, sweep: dict | None = None) -> list[str]:
         was = replayed.get(key, now[key]) if key in TRIGGER_KEYS else measured.get(key, now[key])
         status = "kept" if was == now[key] else f"**changed** from `{was}` after these runs"
         evidence = fixed if fn is None else both(fn)
-        heavier = sweep_evidence(sweep, "weight5") if key == "hard_weight" else None
-        if heavier:
-            evidence += "; " + heavier
+        swept_too = {"hard_weight": sweep_evidence(sweep, "weight5"), "noise_guard.window": window}.get(key)
+        if swept_too:
+            evidence += "; " + swept_too
+        if key == "noise_guard.window":
+            evidence += " (and the guard-rule replay below)"
         rows.append([f"`{key}`", f"`{now[key]}`", status, evidence])
     return table(["default", "value now", "vs the measured `defaults` arm", "evidence on this page"], rows)
 

@@ -199,3 +199,35 @@ def test_wall_time_gives_the_total_and_the_longest_of_merged_suites():
         "Wall time: 2 suites of one process each, 3.0 min of runs in all, the longest 2.0 min.")
     assert report.wall_time({"wall_s": 120.0, "wall_s_parts": [60.0, 120.0], "elapsed_s": 180.0}) == (
         "Wall time: 2 suites of one process each, 3.0 min of runs in all, 3.0 min from the first start to the last end.")
+
+
+def test_variant_pairs_find_each_changed_knob_against_todays_setting_by_recorded_settings():
+    from dataclasses import asdict
+
+    from hardmine.core import MiningSettings
+
+    other_window = 2 if MiningSettings().noise_guard.window == 3 else 3
+    fields = {"sample_loss": report.FIELDS_SETTINGS}
+    recorded = {
+        "uniform": asdict(MiningSettings(start_epoch=quality.NEVER)),
+        "today": asdict(MiningSettings()),
+        "wider": asdict(MiningSettings(noise_guard={"window": other_window})),
+        "words": asdict(MiningSettings(**fields)),
+        "words_light": asdict(MiningSettings(**fields, hard_weight=2.0)),
+    }
+    report_data = {"setup": {"arm_settings": {"vl": recorded}}}
+    assert report.variant_pairs(report_data, "vl") == [("wider", "today"), ("words_light", "words")]
+    assert report.variant_pairs({"setup": {"arm_settings": {"vl": {"today": recorded["today"]}}}}, "vl") == []
+
+
+def test_head_to_head_gives_the_task_accuracy_per_seed_where_both_runs_have_it():
+    def run(arm, seed, hard, accuracy):
+        last = {"hard": {"loss": hard, "desc_acc": accuracy}, "rest": {"loss": 1.0}, "all": {"loss": 1.0}}
+        return {"task": "vl", "condition": "clean", "seed": seed, "arm": arm, "epochs": [last]}
+
+    runs = [run("a", 0, 0.9, 0.30), run("b", 0, 1.0, 0.10), run("a", 1, 1.1, 0.10), run("b", 1, 1.0, 0.20)]
+    line = report.head_to_head({"runs": runs}, "vl", "clean", "a", "b")
+    assert "hard slice -10%, +10%" in line and "(lower in 0 of 2 seeds)" in line
+    assert "object-description accuracy +0.20, -0.10 (mean +0.050, higher in 1 of 2 seeds)" in line
+    text = [{**r, "task": "text"} for r in runs]
+    assert "accuracy" not in report.head_to_head({"runs": text}, "text", "clean", "a", "b")
