@@ -22,7 +22,8 @@ REPO = Path(__file__).resolve().parents[1]
 ARM_ORDER = (
     "uniform", "placebo", "defaults", "start_level_guard", "learning_guard", "sticky_guard", "improvement_guard", "weight2",
     "original", "guard_off", "correction_off", "no_flag_for_good", "worst_tokens", "worst_tokens_guard_off", "descriptions",
-    "descriptions_start_level", "descriptions_window3", "descriptions_weight2", "window3", "oracle",
+    "descriptions_start_level", "descriptions_window3", "descriptions_window2", "descriptions_weight2", "window3", "window2",
+    "oracle",
 )
 ARM_NOTES = {
     "uniform": "control: mining on, trigger never fires",
@@ -43,9 +44,11 @@ ARM_NOTES = {
     "descriptions": "defaults recording each sample's mean loss over its description words alone "
                     "(`sample_loss: {statistic: fields, fields: [desc]}`)",
     "descriptions_start_level": "`descriptions` with guard rule `start_level`",
-    "descriptions_window3": "`descriptions` with a guard window of 3 epochs",
+    "descriptions_window3": "`descriptions` with a guard window of 3 epochs (when the default was 2)",
+    "descriptions_window2": "`descriptions` with a guard window of 2 epochs",
     "descriptions_weight2": "`descriptions` with hard weight 2",
-    "window3": "defaults with a guard window of 3 epochs instead of 2 (`noise_guard.window: 3`)",
+    "window3": "defaults with a guard window of 3 epochs instead of 2 (`noise_guard.window: 3`; the default since)",
+    "window2": "defaults with a guard window of 2 epochs instead of 3 (`noise_guard.window: 2`, the earlier default)",
     "oracle": "bound, not a rule: mining is told the hard slice and marks all of it (weight 3, no guard)",
 }
 TASK_NOTES = {
@@ -769,14 +772,27 @@ def arm_by_settings(report: dict, task: str, **changes) -> str | None:
 GUARD_RULE_NAMES = ("learning", "start_level", "improvement", "sticky")
 
 
+def arm_changed_from(report: dict, task: str, base: str, **flat_changes) -> str | None:
+    """The arm that ran arm ``base``'s settings with ``flat_changes`` (YAML keys, e.g. ``noise_guard.rule``)."""
+    recorded = report["setup"].get("arm_settings", {}).get(task, {})
+    if base not in recorded:
+        return None
+    want = _rule_of({**normalized(recorded[base]), **flat_changes})
+    for arm, settings in recorded.items():
+        if arm != "uniform" and _rule_of(normalized(settings)) == want:
+            return arm
+    return None
+
+
 def guard_rule_arms(report: dict, task: str) -> dict[str, str | None]:
-    return {
-        "start_level": arm_by_settings(report, task, noise_guard={"rule": "start_level"}),
-        "learning": arm_by_settings(report, task, noise_guard={"rule": "learning"}),
-        "improvement": arm_by_settings(report, task, noise_guard={"rule": "improvement"}),
-        "sticky": arm_by_settings(report, task, noise_guard={"rule": "sticky"}),
-        "current": arm_by_settings(report, task),
-    }
+    """The arm of each guard rule, the rest as the `defaults` arm ran it (so the rules are compared at the
+    window and weight the suite ran, even after a default moved); without a `defaults` arm, as today's."""
+    def rule_arm(rule: str) -> str | None:
+        if "defaults" in report["setup"].get("arm_settings", {}).get(task, {}):
+            return arm_changed_from(report, task, "defaults", **{"noise_guard.rule": rule})
+        return arm_by_settings(report, task, noise_guard={"rule": rule})
+
+    return {**{rule: rule_arm(rule) for rule in GUARD_RULE_NAMES}, "current": arm_by_settings(report, task)}
 
 
 def settings_table(report: dict) -> list[str]:
@@ -792,10 +808,12 @@ def settings_table(report: dict) -> list[str]:
                        else f"default: from epoch {f['start_epoch']}, improvement < {f['plateau_delta']:g}")
             guard = "(unused)" if never else f"`{f.get('noise_guard.rule', 'improvement')}`" if f["noise_guard.enabled"] else "off"
             selector = f"{f['selector.mode']} " + (f"k={f['selector.k']}" if f["selector.mode"] == "top_k" else f"{f['selector.value']:g}")
-            rows.append([task, f"`{arm}`" + (" (today's defaults)" if arm == current else ""), trigger, selector, guard,
+            window = "–" if never or not f["noise_guard.enabled"] else str(f.get("noise_guard.window", "–"))
+            rows.append([task, f"`{arm}`" + (" (today's defaults)" if arm == current else ""), trigger, selector, guard, window,
                          "on" if f["aggregation.progress_correction"] else "off", f"{f['hard_weight']:g}", f["aggregation.mode"],
                          str(f["aggregation.history_epochs"])])
-    return table(["task", "arm", "trigger", "selector", "guard", "progress correction", "hard weight", "aggregation", "history epochs"], rows)
+    return table(["task", "arm", "trigger", "selector", "guard", "guard window", "progress correction", "hard weight",
+                  "aggregation", "history epochs"], rows)
 
 
 def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -928,7 +946,7 @@ def defaults_table(report: dict, sweep: dict | None = None) -> list[str]:
     def swept(*arms: str, fallback: str = "not varied"):
         return sweep_evidence(sweep, *arms) or fallback
 
-    window = sweep_evidence(sweep, "window3")
+    window = sweep_evidence(sweep, "window3", "window2")
     rows = []
     keys = [
         ("start_epoch", swept("start_epoch3", "start_epoch4", fallback="not varied (the guard's `window` needs epochs 1-2 of history)"), None),

@@ -69,7 +69,7 @@ def test_select_hard_carries_flags_of_unobserved_samples():
     for epoch, losses in enumerate([[5.0, 5.0, np.nan], [5.0, 4.0, np.nan], [5.0, 3.0, np.nan]]):
         _feed(tracker, np.array(losses), epoch)
         tracker.close_epoch(epoch)
-    guard = GuardSettings(rule="sticky")
+    guard = GuardSettings(rule="sticky", window=2)
     sel = select_hard(tracker, ["t"], 2, TOP1, guard, flagged={"t": np.array([False, False, True])})
     assert sel.datasets["t"].tolist() == [1]
     # Sample 0 failed now; sample 2 was never observed and keeps its old flag.
@@ -82,7 +82,7 @@ def _miner(rule: str) -> HardSampleMiner:
     settings = MiningSettings(
         start_epoch=2, plateau_delta=1e6,
         selector=TOP1,
-        noise_guard=GuardSettings(rule=rule, max_hard_streak=16),
+        noise_guard=GuardSettings(rule=rule, window=2, max_hard_streak=16),
         aggregation={"progress_correction": False, "history_epochs": 2},
     )
     return HardSampleMiner({"t": 2}, ["t"], settings)

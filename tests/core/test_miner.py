@@ -99,6 +99,17 @@ def test_a_changed_guard_rule_says_how_to_keep_the_checkpoints():
     assert "set it to the checkpoint's to resume" in message
 
 
+def test_a_checkpoint_of_the_earlier_default_window_says_how_to_resume_it():
+    first = HardSampleMiner({"target": 100}, ["target"], dataclasses.replace(SETTINGS, noise_guard={"window": 2}))
+    run(first, 2)
+    with pytest.raises(MiningStateMismatch) as info:
+        HardSampleMiner({"target": 100}, ["target"], dataclasses.replace(SETTINGS, noise_guard={})).load_state_dict(
+            first.state_dict())
+    message = str(info.value)
+    assert "noise_guard.window: 2 in the checkpoint, 3 now" in message
+    assert "the default noise_guard.window is 3 (it was 2); set it to the checkpoint's to resume" in message
+
+
 def test_eligible_must_be_tracked():
     with pytest.raises(ValueError, match="subset"):
         HardSampleMiner({"target": 3}, ["coco"])

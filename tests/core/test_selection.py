@@ -153,7 +153,7 @@ def test_select_hard_guard_excludes_flat_losses(rule, excluded_by):
     # Sample 0: high and flat (mislabelled-like); sample 1: high and falling.
     losses = np.array([[5.0, 5.0, 1.0], [5.0, 4.0, 0.9], [5.0, 3.0, 0.8]])
     tracker = _tracker_with(losses, 3)
-    sel = select_hard(tracker, ["t"], 2, SelectorSettings("top_k", k=1, value=None), GuardSettings(rule=rule))
+    sel = select_hard(tracker, ["t"], 2, SelectorSettings("top_k", k=1, value=None), GuardSettings(rule=rule, window=2))
     assert sel.datasets["t"].tolist() == [1]
     assert sel.excluded[excluded_by] == 1
     naive = select_hard(tracker, ["t"], 2, SelectorSettings("top_k", k=1, value=None), GuardSettings(enabled=False))

@@ -285,6 +285,9 @@ class HardSampleMiner:
         if any(c.startswith(f"{MINING_KEY}.noise_guard.rule:") for c in changed):
             # Earlier hardmine chose start_level for every statistic; fields now gets learning.
             changed.append("an unset noise_guard.rule follows sample_loss.statistic; set it to the checkpoint's to resume")
+        if any(c.startswith(f"{MINING_KEY}.noise_guard.window:") for c in changed):
+            # Earlier hardmine's default window was 2.
+            changed.append("the default noise_guard.window is 3 (it was 2); set it to the checkpoint's to resume")
         if changed:
             raise MiningStateMismatch(
                 "the checkpoint's mining state was made with other settings; resume with the same settings "

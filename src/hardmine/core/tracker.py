@@ -21,7 +21,8 @@ array           dtype      meaning
 ``early_epoch`` int32      that epoch (-1: none yet; -2: none will come)
 ==============  =========  ====================================================
 
-That is 30 bytes a sample with EMA and three history slots.
+That is 32 bytes a sample with EMA and four history slots (the default guard's
+window of 3, plus one).
 
 Progress correction (on by default)
 -----------------------------------
@@ -82,7 +83,9 @@ class TrackerSettings:
     progress_correction: bool = True
     level_decay: float = 0.9
     aggregate_from_epoch: int = 0
-    history_slots: int = 3
+    # The default guard's window + 1 (GuardSettings.window), so a tracker made with its
+    # defaults serves the default guard; HardSampleMiner sets it from the guard it runs.
+    history_slots: int = 4
 
     def __post_init__(self) -> None:
         key = f"{MINING_KEY}.aggregation"
