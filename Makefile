@@ -57,7 +57,7 @@ test-trl: $(STAMP_TRL)
 	$(VENV_TRL)/bin/python -m pytest tests/train/test_trl.py tests/train/test_library_example.py tests/train/test_disabled_identity.py
 
 # Scale of the engine, the quality suite, the signal replays, the long runs and
-# the sweep (about 2 h on two cores), the per-step overhead (CPU; TRL in its own
+# the sweep (about 2.5 h on two cores), the per-step overhead (CPU; TRL in its own
 # environment), then the results page docs/benchmarks.md from the JSON they write.
 bench: $(STAMP) $(STAMP_TRL)
 	$(BIN)/python benchmarks/core_scale.py --samples 10000000

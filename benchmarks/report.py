@@ -97,7 +97,7 @@ LIMITS = [
     "On the VL task a caption's loss is mostly coordinate digits. With the mean token loss (the default statistic) a "
     "wrong colour word is one token in about thirty, so neither guard rule sees it: the guard excludes few wrong "
     "labels there and the mined sets hold them at about twice their base rate (the guard tables of `defaults` and "
-    "`start_level_guard`). "
+    "`learning_guard`). "
     "Recording the description words alone (arm `descriptions`) aims mining at the hard slice; there a wrong label in "
     "common words starts as low as any sample and rises as the model learns the right word from the image, which the "
     "own-level test of `learning` catches (the guard-rule replay, and the `flagged_earlier` column of the `descriptions` "
@@ -865,15 +865,25 @@ def defaults_table(report: dict, sweep: dict | None = None) -> list[str]:
         ]
         return "; ".join(out) + " (and the guard-rule replay below)"
 
-    def knob_evidence(task: str, change: dict, label: str, other: str) -> list[str]:
-        """Today's value of a knob against ``change`` (``label`` names today's, ``other`` the change), for the
-        default statistic and for the description words, each paired to uniform."""
+    def knob_evidence(task: str, key: str, other_value: Any) -> list[str]:
+        """Today's value of a knob (flat YAML ``key``) against ``other_value``, for the default statistic and
+        for the description words, each paired to uniform; where no arm ran today's defaults with the other
+        value, the suite's own `defaults` / `descriptions` arm against the arm that changed only that knob."""
         c, e = summary.get(f"{task}/clean"), summary.get(f"{task}/noisy")
+        section, leaf = key.rsplit(".", 1) if "." in key else (None, key)
+        change = {section: {leaf: other_value}} if section else {leaf: other_value}
+        recorded = report["setup"].get("arm_settings", {}).get(task, {})
         out = []
-        for name, sample_loss in (("", {}), ("description words: ", {"sample_loss": FIELDS_SETTINGS})):
+        for name, sample_loss, base in (("", {}, "defaults"), ("description words: ", {"sample_loss": FIELDS_SETTINGS}, "descriptions")):
             now_arm, changed = arm_by_settings(report, task, **sample_loss), arm_by_settings(report, task, **sample_loss, **change)
+            if not (now_arm and changed) and base in recorded:
+                value = normalized(recorded[base]).get(key)
+                flip = other_value if value != other_value else now[key]
+                now_arm, changed = base, arm_changed_from(report, task, base, **{key: flip})
             if not (now_arm and changed) or now_arm == changed:
                 continue
+            mine, theirs = normalized(recorded[now_arm]).get(key), normalized(recorded[changed]).get(key)
+            label, other = f"{leaf.replace('_', ' ')} {mine:g}", f"{theirs:g}"
             text = (
                 f"{name}{label} (`{now_arm}`) vs {other} (`{changed}`): "
                 f"clean hard Δ {pct(_rel(c, now_arm, 'hard_loss'))} vs {pct(_rel(c, changed, 'hard_loss'))} "
@@ -890,14 +900,10 @@ def defaults_table(report: dict, sweep: dict | None = None) -> list[str]:
         return out
 
     def weight_evidence(task: str) -> str:
-        now_weight = f"{now['hard_weight']:g}"
-        other = "3" if now["hard_weight"] == 2.0 else "2"
-        return "; ".join(knob_evidence(task, {"hard_weight": float(other)}, f"weight {now_weight}", f"weight {other}")) or "not varied"
+        return "; ".join(knob_evidence(task, "hard_weight", 3.0 if now["hard_weight"] == 2.0 else 2.0)) or "not varied"
 
     def window_evidence(task: str) -> str:
-        other = 2 if now["noise_guard.window"] == 3 else 3
-        return "; ".join(knob_evidence(task, {"noise_guard": {"window": other}}, f"window {now['noise_guard.window']}",
-                                       f"window {other}")) or "not varied"
+        return "; ".join(knob_evidence(task, "noise_guard.window", 2 if now["noise_guard.window"] == 3 else 3)) or "not varied"
 
     def correction_evidence(task: str) -> str:
         c, e = summary.get(f"{task}/clean"), summary.get(f"{task}/noisy")
