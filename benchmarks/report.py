@@ -663,17 +663,36 @@ def guard_pairs(rules: dict[str, str | None]) -> list[tuple[str, str]]:
     return [(a, b) for a, b in pairs if a and b] + [("descriptions", "descriptions_start_level")]
 
 
+# The knobs set against their other value, for the default statistic (base arm `defaults`)
+# and for the description words (`descriptions`).
+KNOB_ALTERNATIVES = {"noise_guard.window": (3, 2), "hard_weight": (3.0, 2.0)}
+STATISTIC_ARMS = (("", {}, "defaults"), ("description words: ", {"sample_loss": FIELDS_SETTINGS}, "descriptions"))
+
+
+def knob_pair(report: dict, task: str, key: str, sample_loss: dict, base: str) -> tuple[str, str] | None:
+    """(today's arm, the arm that ran the knob's other value), found by recorded settings so the pair
+    stays right when a default moves; where no arm ran today's defaults with the other value, the
+    suite's own ``base`` arm against the arm that changed only that knob."""
+    today = normalized(current_defaults())[key]
+    other = next(v for v in KNOB_ALTERNATIVES[key] if v != today)
+    section, leaf = key.rsplit(".", 1) if "." in key else (None, key)
+    change = {section: {leaf: other}} if section else {leaf: other}
+    now_arm, changed = arm_by_settings(report, task, **sample_loss), arm_by_settings(report, task, **sample_loss, **change)
+    recorded = report["setup"].get("arm_settings", {}).get(task, {})
+    if not (now_arm and changed) and base in recorded:
+        flip = other if normalized(recorded[base]).get(key) != other else today
+        now_arm, changed = base, arm_changed_from(report, task, base, **{key: flip})
+    return (now_arm, changed) if now_arm and changed and now_arm != changed else None
+
+
 def variant_pairs(report: dict, task: str) -> list[tuple[str, str]]:
-    """One knob changed against today's setting of it, found by recorded settings (so the
-    pairs stay right when a default moves): the guard window, for the default statistic
-    and for the description words, and the description words' hard weight."""
+    """Each knob of KNOB_ALTERNATIVES changed, against today's setting of it (see knob_pair)."""
     pairs = []
-    for sample_loss in ({}, {"sample_loss": FIELDS_SETTINGS}):
-        base = arm_by_settings(report, task, **sample_loss)
-        for change in ({"noise_guard": {"window": 3}}, {"noise_guard": {"window": 2}}, {"hard_weight": 2.0}):
-            other = arm_by_settings(report, task, **sample_loss, **change)
-            if base and other and other != base and (other, base) not in pairs and (base, other) not in pairs:
-                pairs.append((other, base))
+    for _, sample_loss, base in STATISTIC_ARMS:
+        for key in KNOB_ALTERNATIVES:
+            pair = knob_pair(report, task, key, sample_loss, base)
+            if pair and pair[::-1] not in pairs:
+                pairs.append(pair[::-1])
     return pairs
 
 
@@ -865,23 +884,17 @@ def defaults_table(report: dict, sweep: dict | None = None) -> list[str]:
         ]
         return "; ".join(out) + " (and the guard-rule replay below)"
 
-    def knob_evidence(task: str, key: str, other_value: Any) -> list[str]:
-        """Today's value of a knob (flat YAML ``key``) against ``other_value``, for the default statistic and
-        for the description words, each paired to uniform; where no arm ran today's defaults with the other
-        value, the suite's own `defaults` / `descriptions` arm against the arm that changed only that knob."""
+    def knob_evidence(task: str, key: str) -> str:
+        """Each statistic's knob_pair, both arms paired to uniform."""
         c, e = summary.get(f"{task}/clean"), summary.get(f"{task}/noisy")
-        section, leaf = key.rsplit(".", 1) if "." in key else (None, key)
-        change = {section: {leaf: other_value}} if section else {leaf: other_value}
         recorded = report["setup"].get("arm_settings", {}).get(task, {})
+        leaf = key.rsplit(".", 1)[-1]
         out = []
-        for name, sample_loss, base in (("", {}, "defaults"), ("description words: ", {"sample_loss": FIELDS_SETTINGS}, "descriptions")):
-            now_arm, changed = arm_by_settings(report, task, **sample_loss), arm_by_settings(report, task, **sample_loss, **change)
-            if not (now_arm and changed) and base in recorded:
-                value = normalized(recorded[base]).get(key)
-                flip = other_value if value != other_value else now[key]
-                now_arm, changed = base, arm_changed_from(report, task, base, **{key: flip})
-            if not (now_arm and changed) or now_arm == changed:
+        for name, sample_loss, base in STATISTIC_ARMS:
+            pair = knob_pair(report, task, key, sample_loss, base)
+            if pair is None:
                 continue
+            now_arm, changed = pair
             mine, theirs = normalized(recorded[now_arm]).get(key), normalized(recorded[changed]).get(key)
             label, other = f"{leaf.replace('_', ' ')} {mine:g}", f"{theirs:g}"
             text = (
@@ -897,13 +910,7 @@ def defaults_table(report: dict, sweep: dict | None = None) -> list[str]:
                 text += (f", clean hard {ACCURACY_NAME[ACCURACY[task]]} vs uniform {accuracy[0]['mean_diff']:+.3f} "
                          f"vs {accuracy[1]['mean_diff']:+.3f}")
             out.append(text)
-        return out
-
-    def weight_evidence(task: str) -> str:
-        return "; ".join(knob_evidence(task, "hard_weight", 3.0 if now["hard_weight"] == 2.0 else 2.0)) or "not varied"
-
-    def window_evidence(task: str) -> str:
-        return "; ".join(knob_evidence(task, "noise_guard.window", 2 if now["noise_guard.window"] == 3 else 3)) or "not varied"
+        return "; ".join(out) or "not varied"
 
     def correction_evidence(task: str) -> str:
         c, e = summary.get(f"{task}/clean"), summary.get(f"{task}/noisy")
@@ -963,7 +970,7 @@ def defaults_table(report: dict, sweep: dict | None = None) -> list[str]:
         ("sample_loss.tokens", "3 in the `worst_tokens` arms, the `top3` of the token signals below; not varied", None),
         ("selector.mode", swept("top_k10", fallback="not varied (the original rule's top-k 10% compared as a whole)"), None),
         ("selector.value", swept("fraction0.05", "fraction0.2"), None),
-        ("hard_weight", None, weight_evidence),
+        ("hard_weight", None, lambda task: knob_evidence(task, "hard_weight")),
         ("aggregation.mode", swept("mean_aggregation"), None),
         ("aggregation.ema_decay", swept("ema_decay0.8"), None),
         ("aggregation.history_epochs", swept("history2"), None),
@@ -971,7 +978,7 @@ def defaults_table(report: dict, sweep: dict | None = None) -> list[str]:
         ("noise_guard.enabled", None, guard_evidence),
         ("noise_guard.rule", rule_evidence(), None),
         ("noise_guard.min_improvement", "used by rules `improvement` and `sticky` only; not varied", None),
-        ("noise_guard.window", None, window_evidence),
+        ("noise_guard.window", None, lambda task: knob_evidence(task, "noise_guard.window")),
         ("noise_guard.max_hard_streak", swept("streak2", "no_streak_cap"), None),
     ]
     replayed = normalized(next(iter(summary.values()))["trigger"].get("default_settings", {}))

@@ -259,6 +259,12 @@ def test_hard_bits_record_the_plans():
     assert tracker.view("t", 2).hard_bits.tolist() == [0b100, 0b110, 0]
 
 
+def test_the_default_tracker_keeps_the_history_the_default_guard_reads():
+    from hardmine.core.selection import GuardSettings
+
+    assert TrackerSettings().history_slots == GuardSettings().window + 1
+
+
 def test_memory_is_32_bytes_a_sample_at_the_default_guard_window_and_2_less_per_slot_fewer():
     assert LossTracker({"t": 1000}).nbytes / 1000 == 32
     assert LossTracker({"t": 1000}, TrackerSettings(aggregation="mean")).nbytes / 1000 == 28  # no EMA array

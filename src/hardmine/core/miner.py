@@ -282,12 +282,9 @@ class HardSampleMiner:
         changed = settings_changes(state["settings"], self.settings.decision_dict())
         if list(state["eligible"]) != list(self.eligible):
             changed.append(f"mined datasets: {list(state['eligible'])} in the checkpoint, {list(self.eligible)} now")
-        if any(c.startswith(f"{MINING_KEY}.noise_guard.rule:") for c in changed):
-            # Earlier hardmine chose start_level for every statistic; fields now gets learning.
-            changed.append("an unset noise_guard.rule follows sample_loss.statistic; set it to the checkpoint's to resume")
-        if any(c.startswith(f"{MINING_KEY}.noise_guard.window:") for c in changed):
-            # Earlier hardmine's default window was 2.
-            changed.append("the default noise_guard.window is 3 (it was 2); set it to the checkpoint's to resume")
+        for key, hint in MOVED_DEFAULTS.items():
+            if any(c.startswith(f"{MINING_KEY}.{key}:") for c in changed):
+                changed.append(f"{hint}; set it to the checkpoint's to resume")
         if changed:
             raise MiningStateMismatch(
                 "the checkpoint's mining state was made with other settings; resume with the same settings "
@@ -302,6 +299,15 @@ class HardSampleMiner:
         # Absent in states saved before the sticky rule existed: nothing flagged then.
         self.flagged = {name: np.asarray(flags, bool) for name, flags in (state.get("flagged") or {}).items()}
 
+
+
+# Defaults that moved between hardmine versions: a checkpoint from before ran the old one, and
+# resuming it names the move next to the changed key.
+MOVED_DEFAULTS = {
+    # Earlier hardmine chose start_level for every statistic; fields now gets learning.
+    "noise_guard.rule": "an unset noise_guard.rule follows sample_loss.statistic",
+    "noise_guard.window": "the default noise_guard.window is 3 (it was 2)",
+}
 
 
 class MiningStateMismatch(UserInputError):
