@@ -38,7 +38,8 @@ ARM_NOTES = {
                       "loss of its first epoch after the first)",
     "weight2": "defaults with hard weight 2",
     "sticky_guard": "defaults with guard rule `sticky` (`improvement`, and a failure excludes for good)",
-    "no_flag_for_good": "defaults with `noise_guard.flag_for_good: false` (long runs only)",
+    "no_flag_for_good": ("defaults with `noise_guard.flag_for_good: false`: the start level is judged afresh every epoch, "
+                         "never flagged for good (long runs only)"),
     "worst_tokens": "defaults recording each sample's mean of its 3 worst tokens (`sample_loss.statistic: worst_tokens`)",
     "worst_tokens_guard_off": "`worst_tokens` without the noise guard",
     "descriptions": "defaults recording each sample's mean loss over its description words alone "
@@ -1091,7 +1092,8 @@ def long_section(long: dict | None) -> list[str]:
         epochs = setup["tasks"][task]["epochs"]
         L += [
             f"`{task}` task, {condition} labels, {epochs} epochs instead of {FULL[task].epochs}, seeds "
-            f"{setup['plan'][task]['seeds']}; {provenance(meta)}, {long['wall_s'] / 60:.1f} min. `no_flag_for_good` judges the start level afresh every epoch.",
+            f"{setup['plan'][task]['seeds']}; {provenance(meta)}, {long['wall_s'] / 60:.1f} min."
+            + "".join(f" `{a}`: {ARM_NOTES[a]}." for a in arms_in(entry) if a not in ("uniform", "placebo") and a in ARM_NOTES),
             "",
         ]
         L += arm_table(entry, task) + [""]
@@ -1294,13 +1296,23 @@ def token_signals_section(data: dict | None) -> list[str]:
     return L + [""]
 
 
-SIGNAL_RULE_NOTES = {
-    "none": "no guard",
-    "improvement": "own raw loss must fall 10% over 2 epochs (rules `improvement`/`sticky` at their first selection)",
-    "start_level": "mean raw loss of the last 2 epochs below the median of epoch 0",
-    "start_level_window1": "`start_level` judged on the last epoch alone",
-    "learning": "`start_level`, and that mean below the sample's own loss of epoch 1 (its early level)",
-}
+def signal_rule_note(name: str, guard: dict[str, Any]) -> str:
+    """What a replayed guard checks, from its settings as recorded (resolved ones where the JSON has them)."""
+    if not guard.get("enabled", True):
+        return "no guard"
+    window = guard.get("window")
+    span = "the guard's window" if window is None else f"the last {window} epoch" + ("s" if window != 1 else "")
+    rule = guard.get("rule", name)
+    if rule in ("improvement", "sticky"):
+        return (f"own raw loss must fall {pct(guard.get('min_improvement', 0.1), 0, sign=False)} across {span} "
+                "(rules `improvement`/`sticky` at their first selection)")
+    if rule == "start_level":
+        return f"mean raw loss of {span} below the median of epoch 0"
+    if rule == "learning":
+        return f"`start_level` over {span}, and that mean below the sample's own loss of epoch 1 (its early level)"
+    return f"rule `{rule}`"
+
+
 SIGNAL_TASKS = {
     "text": "text task, mean token loss recorded",
     "vl": "VL task, loss over the description words recorded (`sample_loss: fields`)",
@@ -1354,7 +1366,8 @@ def signals_section(signals: dict | None) -> list[str]:
             L += ["How well single signals rank hard clean samples as more learnable than wrong labels "
                   "(AUC: 1 = always, 0.5 = chance; worst seed in brackets):", ""]
             L += table(["at end of epoch", "signal", "AUC"], auc_rows) + [""]
-    L += ["Rules: " + "; ".join(f"`{k}`: {v}" for k, v in SIGNAL_RULE_NOTES.items() if k in setup["rules"]) + ".", ""]
+    guards = setup.get("guards") or setup["rules"]  # files before the resolved settings: as configured
+    L += ["Rules: " + "; ".join(f"`{k}`: {signal_rule_note(k, g)}" for k, g in guards.items()) + ".", ""]
     return L
 
 

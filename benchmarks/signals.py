@@ -47,7 +47,8 @@ import quality  # noqa: E402  (the tasks and provenance are the quality benchmar
 RULES: dict[str, dict[str, Any]] = {
     "none": {"enabled": False},
     "improvement": {"rule": "improvement"},
-    "start_level": {"rule": "start_level"},
+    "start_level": {"rule": "start_level"},  # the default guard (window 3)
+    "start_level_window2": {"rule": "start_level", "window": 2},  # the default until 00ecd35
     "start_level_window1": {"rule": "start_level", "window": 1},
     "learning": {"rule": "learning"},
 }
@@ -105,6 +106,14 @@ def record_uniform(
 
 
 # ------------------------------------------------------------------ replay
+def resolved_guards(rules: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each candidate's full guard settings as the engine resolves them: the JSON keeps
+    what a rule meant when it ran, after a default (the window, say) has moved."""
+    from hardmine.core import MiningSettings
+
+    return {name: dataclasses.asdict(MiningSettings(noise_guard=guard).noise_guard) for name, guard in rules.items()}
+
+
 def replay_first_plan(rec: Recording, guard: dict, select_at: int, name: str) -> dict[str, Any]:
     """The first plan hardmine's engine makes at the end of ``select_at`` with this guard, on these losses."""
     from hardmine.core import HardSampleMiner, MiningSettings, sample_ids
@@ -219,7 +228,7 @@ def run(opts) -> dict[str, Any]:
                 }
                 for task in opts.tasks
             },
-            "rules": RULES, "noise_share": quality.NOISE_SHARE,
+            "rules": RULES, "guards": resolved_guards(RULES), "noise_share": quality.NOISE_SHARE,
         },
         "wall_s": round(time.perf_counter() - started, 1),
         "rows": rows,

@@ -51,8 +51,21 @@ def test_signals_section_reports_each_rule_of_each_task_with_its_worst_seed():
     assert "| 2 | `learning` | 5% (8%) | 90% (85%) | 30% (20%) | 5% (8%) |" in vl
     assert "| 2 | `start_level` | – | – | – | – |" in vl
     assert "| 2 | loss level (last 2 epochs) | 0.95 (0.92) |" in page[: page.index("**VL task")]
-    assert "hard slice 15%" in vl and "`learning`: `start_level`, and" in page
+    assert "hard slice 15%" in vl and "`learning`: `start_level` over the guard's window, and" in page
     assert report.signals_section(None) == []
+
+
+def test_signal_rule_notes_name_the_window_each_rule_ran_with():
+    assert report.signal_rule_note("start_level", {"enabled": True, "rule": "start_level", "window": 3}) == (
+        "mean raw loss of the last 3 epochs below the median of epoch 0"
+    )
+    assert "the last 1 epoch below" in report.signal_rule_note("start_level_window1", {"rule": "start_level", "window": 1})
+    assert "fall 10% across the last 2 epochs" in report.signal_rule_note(
+        "improvement", {"rule": "improvement", "window": 2, "min_improvement": 0.1}
+    )
+    assert report.signal_rule_note("none", {"enabled": False, "rule": "start_level", "window": 3}) == "no guard"
+    # A file from before the resolved settings were recorded names no number it cannot know.
+    assert "the guard's window" in report.signal_rule_note("learning", {"rule": "learning"})
 
 
 def _sweep_run(arm, seed, condition, hard, overall, corrupted=None):

@@ -13,6 +13,7 @@ sys.path.insert(0, str(BENCHMARKS))
 
 import quality  # noqa: E402
 import signals  # noqa: E402
+from hardmine.core.selection import GuardSettings  # noqa: E402
 
 
 def test_quick_signals_benchmark_writes_its_summary(tmp_path):
@@ -30,6 +31,10 @@ def test_quick_signals_benchmark_writes_its_summary(tmp_path):
             "fall over the last 2 epochs", "fall over the last epoch", "trend since epoch 0", "loss level (last 2 epochs)",
         }
     assert report["setup"]["tasks"]["vl"]["sample_loss"]["statistic"] == "fields"
+    guards = report["setup"]["guards"]  # resolved: what each rule meant when it ran
+    assert set(guards) == set(signals.RULES)
+    assert guards["start_level"]["window"] == GuardSettings().window
+    assert guards["start_level_window2"]["window"] == 2 and guards["none"]["enabled"] is False
 
 
 def test_replayed_first_plan_equals_the_plan_of_a_real_mining_run(tmp_path):
