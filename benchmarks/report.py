@@ -761,7 +761,7 @@ def normalized(settings: dict) -> dict[str, Any]:
             key = f"aggregation.{key}"
         elif key == "aggregation":
             key = "aggregation.mode"
-        out[key] = value
+        out[key] = list(value) if isinstance(value, tuple) else value  # the code's tuples are the JSON's lists
     return out
 
 
@@ -846,7 +846,30 @@ def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def defaults_table(report: dict, sweep: dict | None = None) -> list[str]:
+def long_evidence(long: dict | None, arm: str, what: str) -> str | None:
+    """The long runs' ``defaults`` against one of their arms, both paired to ``uniform``, per condition."""
+    parts = []
+    for key, entry in sorted((long or {}).get("summary", {}).items()):
+        if not (arm_of(entry, arm) and arm_of(entry, "defaults")):
+            continue
+        task, condition = key.split("/")
+        text = (
+            f"{condition}: hard Δ {pct(_rel(entry, 'defaults', 'hard_loss'))} vs {pct(_rel(entry, arm, 'hard_loss'))} "
+            f"({_better(entry, 'defaults', 'hard_loss')} vs {_better(entry, arm, 'hard_loss')} better), "
+            f"overall Δ {pct(_rel(entry, 'defaults', 'all_loss'))} vs {pct(_rel(entry, arm, 'all_loss'))}"
+        )
+        if condition == "noisy":
+            text += f", mined corrupted {_corrupted(entry, 'defaults')} vs {_corrupted(entry, arm)}"
+        parts.append((task, text))
+    if not parts:
+        return None
+    task = parts[0][0]
+    epochs = long["setup"]["tasks"][task]["epochs"]
+    return (f"long runs ({task}, {epochs} epochs), the defaults (`defaults`) vs {what} (`{arm}`), paired to uniform: "
+            + "; ".join(text for _, text in parts))
+
+
+def defaults_table(report: dict, sweep: dict | None = None, long: dict | None = None) -> list[str]:
     """Each default, the evidence on this page, and whether the code's default differs from the measured one."""
     summary = report["summary"]
     now = normalized(current_defaults())
@@ -981,6 +1004,11 @@ def defaults_table(report: dict, sweep: dict | None = None) -> list[str]:
         ("noise_guard.min_improvement", "used by rules `improvement` and `sticky` only; not varied", None),
         ("noise_guard.window", None, lambda task: knob_evidence(task, "noise_guard.window")),
         ("noise_guard.max_hard_streak", swept("streak2", "no_streak_cap"), None),
+        ("noise_guard.flag_for_good",
+         long_evidence(long, "no_flag_for_good", "no flags for good") or "not varied", None),
+        ("aggregation.level_decay", "not varied: the progress correction is compared on and off as a whole", None),
+        ("sample_loss.fields", "`[desc]`, the description words, in the VL `descriptions*` arms; used by "
+                               "`statistic: fields` only", None),
     ]
     replayed = normalized(next(iter(summary.values()))["trigger"].get("default_settings", {}))
     for key, fixed, fn in keys:
@@ -990,9 +1018,13 @@ def defaults_table(report: dict, sweep: dict | None = None) -> list[str]:
         was = replayed.get(key, now[key]) if key in TRIGGER_KEYS else measured.get(key, now[key])
         status = "kept" if was == now[key] else f"**changed** from `{was}` after these runs"
         evidence = fixed if fn is None else both(fn)
-        swept_too = {"hard_weight": sweep_evidence(sweep, "weight5"), "noise_guard.window": window}.get(key)
-        if swept_too:
-            evidence += "; " + swept_too
+        more = {
+            "hard_weight": [sweep_evidence(sweep, "weight5")],
+            "noise_guard.window": [window, long_evidence(long, "window2", "window 2")],
+        }.get(key, [])
+        for extra in more:
+            if extra:
+                evidence += "; " + extra
         if key == "noise_guard.window":
             evidence += " (and the guard-rule replay below)"
         rows.append([f"`{key}`", f"`{now[key]}`", status, evidence])
@@ -1416,7 +1448,7 @@ def build_page(
         "(the arms table above); a changed default is judged by the arm that ran it.",
         "",
     ]
-    L += defaults_table(report, sweep) + [""]
+    L += defaults_table(report, sweep, long) + [""]
     for task in tasks:
         L += [f"## Task `{task}`", "", "### Calibration (the control learns the task, the hard slice only partly, and reweighting can help)", ""]
         L += [f"![calibration {task}](benchmarks/calibration_{task}.png)", ""]

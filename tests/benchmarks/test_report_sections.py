@@ -75,6 +75,25 @@ def _sweep_run(arm, seed, condition, hard, overall, corrupted=None):
     return {**run, "condition": condition}
 
 
+def test_long_evidence_pairs_the_defaults_and_an_arm_to_uniform_in_each_condition():
+    runs = []
+    for seed in range(2):
+        for condition in ("clean", "noisy"):
+            corrupted = 0.05 if condition == "noisy" else None
+            runs += [
+                _sweep_run("uniform", seed, condition, hard=1.0, overall=1.0),
+                _sweep_run("defaults", seed, condition, hard=0.9, overall=1.0, corrupted=corrupted),
+                _sweep_run("window2", seed, condition, hard=1.1 if seed else 0.95, overall=1.0, corrupted=corrupted),
+            ]
+    long = {"setup": {"tasks": {"text": {"epochs": 20}}}, "summary": quality.summarize(runs, None)}
+    text = report.long_evidence(long, "window2", "window 2")
+    assert text.startswith("long runs (text, 20 epochs), the defaults (`defaults`) vs window 2 (`window2`)")
+    assert "clean: hard Δ -10.0% vs +2.5% (2/2 vs 1/2 better)" in text
+    assert "noisy: hard Δ -10.0% vs +2.5%" in text and "mined corrupted 5% (0.5x) vs 5% (0.5x)" in text
+    assert report.long_evidence(long, "no_flag_for_good", "no flags") is None
+    assert report.long_evidence(None, "window2", "window 2") is None
+
+
 def test_sweep_section_pairs_each_arm_to_the_defaults_of_its_seed(tmp_path):
     # fraction0.2 lowers clean hard loss in all 4 seeds; patience2 moves it up in two, down in two.
     runs = []
