@@ -32,7 +32,7 @@ Eligibility, in order
      enough, the model memorises wrong labels and their loss falls below the
      start level (the long runs on docs/benchmarks.md); by then they have sat
      at the level for many epochs, while a hard clean sample rarely stays
-     there three epochs running. The memory is the caller's, as for
+     there ``window + 1`` epochs running. The memory is the caller's, as for
      ``sticky``.
    * ``learning``: ``start_level``'s tests, plus ``not_below_own_start``: the
      sample's mean raw loss over those of the last ``window`` epochs that
