@@ -21,7 +21,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 ARM_ORDER = (
     "uniform", "placebo", "defaults", "start_level_guard", "learning_guard", "sticky_guard", "improvement_guard", "weight2",
-    "original", "guard_off", "correction_off", "no_flag_for_good", "worst_tokens", "worst_tokens_guard_off", "descriptions",
+    "original", "guard_off", "correction_off", "no_flag_for_good", "active5", "active3", "worst_tokens", "worst_tokens_guard_off", "descriptions",
     "descriptions_start_level", "descriptions_window3", "descriptions_window2", "descriptions_weight2", "window3", "window2",
     "oracle",
 )
@@ -37,6 +37,8 @@ ARM_NOTES = {
     "learning_guard": "defaults with guard rule `learning` (`start_level`, and the loss must fall below the sample's own "
                       "loss of its first epoch after the first)",
     "weight2": "defaults with hard weight 2",
+    "active5": "defaults, reweighting for 5 epochs after the trigger fires, then none (`max_active_epochs: 5`)",
+    "active3": "defaults, reweighting for 3 epochs after the trigger fires, then none (`max_active_epochs: 3`)",
     "sticky_guard": "defaults with guard rule `sticky` (`improvement`, and a failure excludes for good)",
     "no_flag_for_good": ("defaults with `noise_guard.flag_for_good: false`: the start level is judged afresh every epoch, "
                          "never flagged for good (long runs only)"),

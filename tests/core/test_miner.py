@@ -60,6 +60,26 @@ def test_resume_from_state_equals_uninterrupted():
         assert x.plan.to_json_dict() == y.plan.to_json_dict()
 
 
+def test_mining_finishes_after_max_active_epochs_and_the_schedule_drops_the_weights():
+    settings = dataclasses.replace(SETTINGS, max_active_epochs=2)
+    miner = HardSampleMiner({"target": 100}, ["target"], settings)
+    reports = run(miner, 6)
+    assert [r.active for r in reports] == [False, False, True, True, False, False]
+    assert [r.finished for r in reports] == [False, False, False, False, True, True]
+    assert reports[3].plan.num_hard == 10 and reports[4].plan is None and reports[4].selection is None
+    # The plan left behind marks nothing: one new version when mining finishes, then no more.
+    assert miner.plan.num_hard == 0 and miner.plan.version == 3
+    after = build_epoch_schedule([Pool("target", 100), Pool("coco", 50, 0.5)], miner.plan, seed=0, epoch=6)
+    counts = np.bincount(after.base_idx[np.array(after.pool_names)[after.pool] == "target"], minlength=100)
+    assert (counts == 1).all()
+    # Resumed between the last plan and the first epoch without one, it finishes at the same epoch.
+    first = HardSampleMiner({"target": 100}, ["target"], settings)
+    run(first, 4)
+    resumed = HardSampleMiner({"target": 100}, ["target"], settings)
+    resumed.load_state_dict(first.state_dict())
+    assert [r.finished for r in run(resumed, 2, start=4)] == [True, True]
+    assert resumed.plan.to_json_dict() == miner.plan.to_json_dict()
+
 
 def test_resume_with_other_settings_names_each_changed_yaml_key():
     first = HardSampleMiner({"target": 100}, ["target"], SETTINGS)
@@ -153,6 +173,8 @@ def test_settings_take_the_yaml_keys_and_shapes():
         ({"start_epoch": -1}, "start_epoch"),
         ({"enabled": "yes"}, "enabled"),
         ({"monitor": ""}, "monitor"),
+        ({"max_active_epochs": 0}, "max_active_epochs"),
+        ({"max_active_epochs": 2.5}, "max_active_epochs"),
     ],
 )
 def test_bad_settings_name_their_yaml_key(kwargs, key):

@@ -65,3 +65,13 @@ def test_histograms_for_tensorboard_and_no_population_by_default(tmp_path):
     dump = json.loads((tmp_path / "hard_samples_epoch_1.json").read_text())
     assert dump["population"] is None and "source" not in dump["samples"][0]  # no catalog: ids only
     assert not list(tmp_path.glob("*.npz"))
+
+
+def test_a_finished_stage_logs_it_writes_no_dump_and_hands_the_sampler_an_empty_plan(tmp_path):
+    mining = HardMining(replace(SETTINGS, max_active_epochs=1), POOLS, ScheduleSampler(POOLS, seed=0), output_dir=tmp_path)
+    metrics = run_epochs(mining, 4)
+    assert [(m["hsm/active"], m["hsm/finished"]) for m in metrics] == [(0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (0.0, 1.0)]
+    assert sorted(p.name for p in tmp_path.glob("hard_samples_epoch_*.json")) == ["hard_samples_epoch_1.json"]
+    assert mining.sampler.plan.num_hard == 0  # every target sample once an epoch again
+    log = [json.loads(line) for line in (tmp_path / EPOCH_LOG).read_text().splitlines()]
+    assert [r["hsm/finished"] for r in log] == [0.0, 0.0, 1.0, 1.0]

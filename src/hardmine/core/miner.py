@@ -117,6 +117,10 @@ class MiningSettings:
     aggregation: AggregationSettings = field(default_factory=AggregationSettings)
     noise_guard: GuardSettings = field(default_factory=GuardSettings)
     hard_weight: float = 3.0
+    # Epochs mining reweights once the trigger has fired (plans made at the end of the
+    # trigger's epoch and the next ones); after them the schedule shows every target sample
+    # once an epoch again (same order rules, no weights). None: to the end of training.
+    max_active_epochs: int | None = None
     dump: bool = True  # output_dir/hard_samples_epoch_{n}.json
     dump_population: bool = False  # also every target sample's statistics per mining epoch
 
@@ -136,6 +140,8 @@ class MiningSettings:
         if not isinstance(self.monitor, str) or not self.monitor:
             raise SettingError(f"{MINING_KEY}.monitor", self.monitor, "train_loss or an eval metric name")
         check_range(f"{MINING_KEY}.hard_weight", self.hard_weight, low=1.0)
+        if self.max_active_epochs is not None:
+            check_range(f"{MINING_KEY}.max_active_epochs", self.max_active_epochs, low=1, integer=True)
         self.trigger  # noqa: B018 - checks start_epoch, plateau_delta, patience
         self.tracker_settings()
 
@@ -193,6 +199,8 @@ class EpochReport:
     # loss) and "count" (observations in the aggregate); empty when inactive.
     hard_stats: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     population: Population | None = None  # with end_epoch(..., population=True)
+    # The trigger fired, and max_active_epochs plans were made: no more reweighting.
+    finished: bool = False
 
 
 class HardSampleMiner:
@@ -225,10 +233,19 @@ class HardSampleMiner:
         """
         if monitored is None:
             monitored = self.tracker.epoch_mean_loss(epoch)
-        active = self.trigger.update(epoch, monitored)
+        fired = self.trigger.update(epoch, monitored)
+        finished = fired and self.past_active_epochs(epoch)
+        active = fired and not finished
         selection = None
         hard_stats: dict[str, dict[str, np.ndarray]] = {}
         table = None
+        if finished and self.plan is not None and self.plan.num_hard:
+            # The schedule's own order rules stay (no sample sits out twice running), without weights.
+            self.plan = HardSamplePlan(
+                epoch=epoch, version=self.plan.version + 1, hard_weight=self.plan.hard_weight,
+                mode=self.plan.mode, params=dict(self.plan.params),
+                base_idx={name: np.empty(0, np.int64) for name in self.eligible},
+            )
         if active:
             s = self.settings
             earlier_flags = self.flagged  # what this selection's guard saw (rules sticky, start_level, learning)
@@ -258,7 +275,13 @@ class HardSampleMiner:
             stats=dict(self.tracker.stats),
             hard_stats=hard_stats,
             population=table,
+            finished=finished,
         )
+
+    def past_active_epochs(self, epoch: int) -> bool:
+        """Whether the plan of ``epoch`` comes after the last of ``max_active_epochs`` (never when unset)."""
+        cap, fired_at = self.settings.max_active_epochs, self.trigger.activated_at
+        return cap is not None and fired_at is not None and epoch - fired_at >= cap
 
     def _hard_stats(self, selection: Selection, epoch: int) -> dict[str, dict[str, np.ndarray]]:
         out = {}

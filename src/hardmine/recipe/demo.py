@@ -70,7 +70,7 @@ def format_epoch_table(mining: list[dict], slices: list[dict]) -> str:
     for row in slices:
         epoch = row["epoch"]
         m = by_epoch.get(epoch, {})
-        active = "active" if m.get("hsm/active") else ("off" if m else "-")
+        active = "active" if m.get("hsm/active") else ("finished" if m.get("hsm/finished") else ("off" if m else "-"))
         num_hard = int(m["hsm/num_hard"]) if "hsm/num_hard" in m else 0
         hard, rest = row.get("slice/hard_loss", float("nan")), row.get("slice/easy_loss", float("nan"))
         lines.append(f"{epoch:>5}  {active:>8}  {num_hard:>8}  {hard:>10.4f}  {rest:>8.4f}")

@@ -321,6 +321,7 @@ class HardMining:
         m: dict[str, float] = {
             "hsm/epoch": float(report.epoch),
             "hsm/active": float(report.active),
+            "hsm/finished": float(report.finished),
             "hsm/observations": float(observed_now),
             "hsm/nonfinite": float(report.stats.get("nonfinite", 0)),
         }
@@ -347,6 +348,8 @@ class HardMining:
 
     @staticmethod
     def _summary(epoch: int, m: Mapping[str, float], mode: str | None) -> str:
+        if m.get("hsm/finished"):
+            return f"hardmine: epoch {epoch}: mining finished (max_active_epochs reached); every target sample once an epoch"
         if not m.get("hsm/active"):
             return f"hardmine: epoch {epoch}: mining inactive (monitored {m.get('hsm/monitored', float('nan')):.4f})"
         return (
