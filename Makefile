@@ -57,7 +57,7 @@ test-trl: $(STAMP_TRL)
 	$(VENV_TRL)/bin/python -m pytest tests/train/test_trl.py tests/train/test_library_example.py tests/train/test_disabled_identity.py
 
 # Scale of the engine, the quality suite, the signal replays, the long runs and
-# the sweep (about 2.5 h on two cores), the per-step overhead (CPU; TRL in its own
+# the sweep (about 3 h on two cores), the per-step overhead (CPU; TRL in its own
 # environment), then the results page docs/benchmarks.md from the JSON they write.
 bench: $(STAMP) $(STAMP_TRL)
 	$(BIN)/python benchmarks/core_scale.py --samples 10000000
@@ -76,12 +76,21 @@ bench: $(STAMP) $(STAMP_TRL)
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python benchmarks/signals.py --out benchmarks/results
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python benchmarks/token_signals.py --suite benchmarks/results \
 		--work /tmp/hardmine-quality-vl/work /tmp/hardmine-quality-vl45/work --out benchmarks/results
-	# Side by side: 20-epoch noisy runs, and one default changed at a time (text task, paired to the defaults).
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python benchmarks/quality.py --tasks text --epochs 20 --conditions noisy \
-		--arms uniform placebo defaults no_flag_for_good --out /tmp/hardmine-quality-long \
-		--work /tmp/hardmine-quality-long/work & long=$$!; \
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python benchmarks/quality.py --sweep \
-		--out /tmp/hardmine-quality-sweep --work /tmp/hardmine-quality-sweep/work; own=$$?; wait $$long && [ $$own -eq 0 ]
+	# Side by side on the text task, each half of the seeds on one core: 20-epoch runs (clean and noisy
+	# labels), then one default changed at a time (paired to the defaults); one report of each.
+	rm -rf /tmp/hardmine-quality-long-* /tmp/hardmine-quality-sweep-*
+	pids=""; for half in "0 1 2 3" "4 5 6 7"; do \
+		tag=$$(echo $$half | tr -d ' '); \
+		(OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python benchmarks/quality.py --tasks text --epochs 20 \
+			--arms uniform placebo defaults window2 no_flag_for_good active5 active3 --seeds $$half \
+			--out /tmp/hardmine-quality-long-$$tag --work /tmp/hardmine-quality-long-$$tag/work && \
+		OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python benchmarks/quality.py --sweep --seeds $$half \
+			--out /tmp/hardmine-quality-sweep-$$tag --work /tmp/hardmine-quality-sweep-$$tag/work) & pids="$$pids $$!"; \
+	done; for pid in $$pids; do wait $$pid || exit 1; done
+	$(BIN)/python benchmarks/quality.py --merge /tmp/hardmine-quality-long-0123 /tmp/hardmine-quality-long-4567 \
+		--out /tmp/hardmine-quality-long
+	$(BIN)/python benchmarks/quality.py --merge /tmp/hardmine-quality-sweep-0123 /tmp/hardmine-quality-sweep-4567 \
+		--out /tmp/hardmine-quality-sweep
 	cp /tmp/hardmine-quality-long/quality.json benchmarks/results/quality-long.json
 	cp /tmp/hardmine-quality-sweep/quality.json benchmarks/results/quality-sweep.json
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/overhead.py --repeats 60 --out benchmarks/results/overhead.json
