@@ -867,7 +867,7 @@ def long_evidence(long: dict | None, arm: str, what: str) -> str | None:
         return None
     task = parts[0][0]
     epochs = long["setup"]["tasks"][task]["epochs"]
-    return (f"long runs ({task}, {epochs} epochs), the defaults (`defaults`) vs {what} (`{arm}`), paired to uniform: "
+    return (f"long runs ({task}, {epochs} epochs), `defaults` vs `{arm}` ({what}), paired to uniform: "
             + "; ".join(text for _, text in parts))
 
 
@@ -1008,6 +1008,9 @@ def defaults_table(report: dict, sweep: dict | None = None, long: dict | None = 
         ("noise_guard.max_hard_streak", swept("streak2", "no_streak_cap"), None),
         ("noise_guard.flag_for_good",
          long_evidence(long, "no_flag_for_good", "no flags for good") or "not varied", None),
+        ("max_active_epochs", "; ".join(
+            filter(None, (long_evidence(long, f"active{n}", f"reweighting for {n} epochs, then none") for n in (5, 3)))
+        ) or "not varied", None),
         ("aggregation.level_decay", "not varied: the progress correction is compared on and off as a whole", None),
         ("sample_loss.fields", "`[desc]`, the description words, in the VL `descriptions*` arms; used by "
                                "`statistic: fields` only", None),

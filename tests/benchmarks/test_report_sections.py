@@ -87,7 +87,7 @@ def test_long_evidence_pairs_the_defaults_and_an_arm_to_uniform_in_each_conditio
             ]
     long = {"setup": {"tasks": {"text": {"epochs": 20}}}, "summary": quality.summarize(runs, None)}
     text = report.long_evidence(long, "window2", "window 2")
-    assert text.startswith("long runs (text, 20 epochs), the defaults (`defaults`) vs window 2 (`window2`)")
+    assert text.startswith("long runs (text, 20 epochs), `defaults` vs `window2` (window 2), paired to uniform: ")
     assert "clean: hard Δ -10.0% vs +2.5% (2/2 vs 1/2 better)" in text
     assert "noisy: hard Δ -10.0% vs +2.5%" in text and "mined corrupted 5% (0.5x) vs 5% (0.5x)" in text
     assert report.long_evidence(long, "no_flag_for_good", "no flags") is None
