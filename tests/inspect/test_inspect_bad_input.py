@@ -49,6 +49,19 @@ def test_a_simulated_run_is_inspected_without_trainer_state(sim_run, cli):
     assert rc == 0 and "no trainer_state.json" in out and "train.jsonl:" in out
 
 
+def test_a_run_whose_mining_finished_says_so_per_epoch(tmp_path, cli):
+    settings = MiningSettings(start_epoch=1, plateau_delta=0.9, max_active_epochs=1)
+    mining = HardMining(settings, POOLS, ScheduleSampler(POOLS, seed=0), output_dir=tmp_path / "run")
+    for epoch in range(3):
+        simulate_epoch(mining, epoch, spread=0.01)
+    rc, out, err = cli("inspect", tmp_path / "run", "--json")
+    assert rc == 0 and [(e["active"], e["finished"]) for e in json.loads(out)["epochs"]] == [
+        (False, False), (True, False), (False, True)
+    ]
+    rc, out, err = cli("inspect", tmp_path / "run")
+    assert rc == 0 and "\n    0  off " in out and "\n    2  finished " in out
+
+
 def test_version_1_dumps_are_still_inspected(sim_run, cli):
     for path in sim_run.glob("hard_samples_epoch_*.json"):
         data = json.loads(path.read_text())

@@ -113,6 +113,7 @@ def epoch_report(run: Run, epoch: int, previous_dump: dict | None, top: int) -> 
     out: dict[str, Any] = {
         "epoch": epoch,
         "active": bool(dump is not None or hsm.get("hsm/active")),
+        "finished": bool(hsm.get("hsm/finished")),  # max_active_epochs reached: no more reweighting
         "monitor": decision.get("monitor", hsm.get("monitor")),
         "monitored": monitored,
         "dump": None,
@@ -239,7 +240,8 @@ def format_report(report: dict[str, Any], top: int = 10, epoch: int | None = Non
     ]
     for e in report["epochs"]:
         if e["dump"] is None:
-            lines.append(f"{e['epoch']:>5}  {'active' if e['active'] else 'off':<8} {_f(e['monitored']):>9}")
+            state = "active" if e["active"] else ("finished" if e.get("finished") else "off")
+            lines.append(f"{e['epoch']:>5}  {state:<8} {_f(e['monitored']):>9}")
             continue
         ex = e["excluded"] or {}
         excl = ", ".join(f"{_SHORT_RULE.get(r, r)} {n}" for r, n in ex.items() if n) or "none"
