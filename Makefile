@@ -82,7 +82,7 @@ bench: $(STAMP) $(STAMP_TRL)
 	pids=""; for half in "0 1 2 3" "4 5 6 7"; do \
 		tag=$$(echo $$half | tr -d ' '); \
 		(OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python benchmarks/quality.py --tasks text --epochs 20 \
-			--arms uniform placebo defaults window2 no_flag_for_good active5 active3 --seeds $$half \
+			--arms uniform placebo defaults window2 no_flag_for_good unbounded active3 --seeds $$half \
 			--out /tmp/hardmine-quality-long-$$tag --work /tmp/hardmine-quality-long-$$tag/work && \
 		OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python benchmarks/quality.py --sweep --seeds $$half \
 			--out /tmp/hardmine-quality-sweep-$$tag --work /tmp/hardmine-quality-sweep-$$tag/work) & pids="$$pids $$!"; \

@@ -66,10 +66,11 @@ epoch in every arm of a seed (the runs are identical until then);
   ``improvement``: the same test judged afresh every epoch);
 * ``weight2``: the defaults with hard weight 2 instead of 3 (fewer slots taken
   from the rest of the data);
-* ``active5`` / ``active3``: the defaults reweighting for at most 5 / 3 epochs
-  after the trigger fires (``max_active_epochs``), then every target sample
-  once an epoch; run with ``--epochs 20``, where mining has many epochs left
-  after the model has learnt the task;
+* ``active5`` / ``active3`` / ``unbounded``: the defaults reweighting for at
+  most 5 / 3 epochs after the trigger fires (``max_active_epochs``; 5 is the
+  default since the 20-epoch runs at commit fef2b49), then every target sample
+  once an epoch / reweighting to the end; run with ``--epochs 20``, where
+  mining has many epochs left after the model has learnt the task;
 * ``no_flag_for_good``: the defaults with ``noise_guard.flag_for_good: false``
   (the start-level test judged afresh every epoch); run with ``--epochs 20``
   on noisy labels (``make bench`` runs it beside ``uniform``, ``placebo`` and
@@ -140,7 +141,7 @@ SWEEP: dict[str, dict | Callable[[int], dict]] = {
 SWEEP_ARMS = tuple(SWEEP)
 ARMS = (
     "uniform", "placebo", "defaults", "start_level_guard", "learning_guard", "sticky_guard", "improvement_guard",
-    "original", "guard_off", "correction_off", "weight2", "active5", "active3", "no_flag_for_good", "worst_tokens", "worst_tokens_guard_off",
+    "original", "guard_off", "correction_off", "weight2", "active5", "active3", "unbounded", "no_flag_for_good", "worst_tokens", "worst_tokens_guard_off",
     "descriptions", "descriptions_start_level", "descriptions_window2", "descriptions_weight2", "oracle", *SWEEP_ARMS,
 )
 # Arms that need a dense caption's fields (the text task's answers have none).
@@ -256,6 +257,7 @@ def arm_section(arm: str, *, mine_from: int | None, train_size: int) -> dict[str
         # reweighting a model that has learnt the task, mining costs more than it gives).
         "active5": {**forced, "max_active_epochs": 5},
         "active3": {**forced, "max_active_epochs": 3},
+        "unbounded": {**forced, "max_active_epochs": None},
         "worst_tokens": {**forced, "sample_loss": WORST_TOKENS},
         "worst_tokens_guard_off": {**forced, "sample_loss": WORST_TOKENS, "noise_guard": {"enabled": False}},
         "descriptions": {**forced, "sample_loss": FIELDS},

@@ -21,7 +21,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 ARM_ORDER = (
     "uniform", "placebo", "defaults", "start_level_guard", "learning_guard", "sticky_guard", "improvement_guard", "weight2",
-    "original", "guard_off", "correction_off", "no_flag_for_good", "active5", "active3", "worst_tokens", "worst_tokens_guard_off", "descriptions",
+    "original", "guard_off", "correction_off", "no_flag_for_good", "active5", "active3", "unbounded", "worst_tokens", "worst_tokens_guard_off", "descriptions",
     "descriptions_start_level", "descriptions_window3", "descriptions_window2", "descriptions_weight2", "window3", "window2",
     "oracle",
 )
@@ -39,6 +39,7 @@ ARM_NOTES = {
     "weight2": "defaults with hard weight 2",
     "active5": "defaults, reweighting for 5 epochs after the trigger fires, then none (`max_active_epochs: 5`)",
     "active3": "defaults, reweighting for 3 epochs after the trigger fires, then none (`max_active_epochs: 3`)",
+    "unbounded": "defaults, reweighting to the end of training (`max_active_epochs: null`)",
     "sticky_guard": "defaults with guard rule `sticky` (`improvement`, and a failure excludes for good)",
     "no_flag_for_good": ("defaults with `noise_guard.flag_for_good: false`: the start level is judged afresh every epoch, "
                          "never flagged for good (long runs only)"),
@@ -862,6 +863,11 @@ def long_evidence(long: dict | None, arm: str, what: str) -> str | None:
         )
         if condition == "noisy":
             text += f", mined corrupted {_corrupted(entry, 'defaults')} vs {_corrupted(entry, arm)}"
+        direct = arm_of(entry, arm).get("paired_defaults", {})
+        if "hard_loss" in direct and "all_loss" in direct:
+            h, a = direct["hard_loss"], direct["all_loss"]
+            text += (f"; `{arm}` against `defaults` seed by seed: hard {pct(h['mean_relative'])} (lower in "
+                     f"{h['better_in']}/{h['of']}), overall {pct(a['mean_relative'])} (lower in {a['better_in']}/{a['of']})")
         parts.append((task, text))
     if not parts:
         return None
@@ -873,6 +879,8 @@ def long_evidence(long: dict | None, arm: str, what: str) -> str | None:
 
 def defaults_table(report: dict, sweep: dict | None = None, long: dict | None = None) -> list[str]:
     """Each default, the evidence on this page, and whether the code's default differs from the measured one."""
+    from hardmine.core.miner import BEFORE_IT_EXISTED
+
     summary = report["summary"]
     now = normalized(current_defaults())
     measured = {}
@@ -1008,9 +1016,12 @@ def defaults_table(report: dict, sweep: dict | None = None, long: dict | None = 
         ("noise_guard.max_hard_streak", swept("streak2", "no_streak_cap"), None),
         ("noise_guard.flag_for_good",
          long_evidence(long, "no_flag_for_good", "no flags for good") or "not varied", None),
-        ("max_active_epochs", "; ".join(
-            filter(None, (long_evidence(long, f"active{n}", f"reweighting for {n} epochs, then none") for n in (5, 3)))
-        ) or "not varied", None),
+        ("max_active_epochs", "; ".join(filter(None, (
+            long_evidence(long, arm, what) for arm, what in (
+                ("active5", "reweighting for 5 epochs, then none"), ("active3", "reweighting for 3 epochs, then none"),
+                ("unbounded", "reweighting to the end"),
+            )
+        ))) or "not varied", None),
         ("aggregation.level_decay", "not varied: the progress correction is compared on and off as a whole", None),
         ("sample_loss.fields", "`[desc]`, the description words, in the VL `descriptions*` arms; used by "
                                "`statistic: fields` only", None),
@@ -1020,7 +1031,9 @@ def defaults_table(report: dict, sweep: dict | None = None, long: dict | None = 
         if key not in now:
             continue
         # The arms force the trigger: its defaults of the day are the ones the replay used.
-        was = replayed.get(key, now[key]) if key in TRIGGER_KEYS else measured.get(key, now[key])
+        # A setting the runs predate: they ran with what hardmine did before it existed.
+        before = BEFORE_IT_EXISTED.get(key, now[key])
+        was = replayed.get(key, before) if key in TRIGGER_KEYS else measured.get(key, before)
         status = "kept" if was == now[key] else f"**changed** from `{was}` after these runs"
         evidence = fixed if fn is None else both(fn)
         more = {
@@ -1116,6 +1129,26 @@ def provenance(meta: dict) -> str:
             + (" with uncommitted changes" if meta.get("dirty") else ""))
 
 
+def settings_vs_today(results: dict, task: str) -> dict[str, str]:
+    """Per arm that mines, its recorded settings that differ from hardmine's defaults today."""
+    from hardmine.core.miner import BEFORE_IT_EXISTED
+
+    now = normalized(current_defaults())
+    out = {}
+    for arm, settings in results["setup"].get("arm_settings", {}).get(task, {}).items():
+        if arm in ("uniform", "placebo"):
+            continue
+        ran = normalized(settings)
+        changed = [
+            f"{key} `{ran.get(key, BEFORE_IT_EXISTED.get(key, value))}` (today `{value}`)"
+            for key, value in now.items()
+            if key not in TRIGGER_KEYS and ran.get(key, BEFORE_IT_EXISTED.get(key, value)) != value
+        ]
+        if changed:
+            out[arm] = ", ".join(changed)
+    return out
+
+
 def long_section(long: dict | None) -> list[str]:
     """Long noisy runs (``quality.py --epochs N``): does the guard hold once the model memorises wrong labels?"""
     if not long:
@@ -1133,6 +1166,10 @@ def long_section(long: dict | None) -> list[str]:
             + "".join(f" `{a}`: {ARM_NOTES[a]}." for a in arms_in(entry) if a not in ("uniform", "placebo") and a in ARM_NOTES),
             "",
         ]
+        differ = settings_vs_today(long, task)
+        if differ:
+            L += ["Where an arm's settings differ from today's defaults (the trigger aside, which the arms force): "
+                  + "; ".join(f"`{arm}`: {text}" for arm, text in differ.items()) + ".", ""]
         L += arm_table(entry, task) + [""]
         L += ["Per seed, paired to `uniform` (hard-slice loss / overall loss, relative):", ""] + per_seed_table(entry) + [""]
         arms = [a for a in arms_in(entry) if a not in ("uniform", "placebo")]  # the arms that mine something

@@ -90,6 +90,7 @@ def test_long_evidence_pairs_the_defaults_and_an_arm_to_uniform_in_each_conditio
     assert text.startswith("long runs (text, 20 epochs), `defaults` vs `window2` (window 2), paired to uniform: ")
     assert "clean: hard Δ -10.0% vs +2.5% (2/2 vs 1/2 better)" in text
     assert "noisy: hard Δ -10.0% vs +2.5%" in text and "mined corrupted 5% (0.5x) vs 5% (0.5x)" in text
+    assert "`window2` against `defaults` seed by seed: hard +13.9% (lower in 0/2)" in text  # 0.95/0.9, 1.1/0.9
     assert report.long_evidence(long, "no_flag_for_good", "no flags") is None
     assert report.long_evidence(None, "window2", "window 2") is None
 
@@ -263,3 +264,22 @@ def test_head_to_head_gives_the_task_accuracy_per_seed_where_both_runs_have_it()
     assert "object-description accuracy +0.20, -0.10 (mean +0.050, higher in 1 of 2 seeds)" in line
     text = [{**r, "task": "text"} for r in runs]
     assert "accuracy" not in report.head_to_head({"runs": text}, "text", "clean", "a", "b")
+
+
+def test_settings_vs_today_names_what_each_arm_ran_that_today_s_defaults_do_not():
+    from hardmine.core import MiningSettings
+
+    today = report.current_defaults()
+    before_cap = {k: v for k, v in today.items() if k != "max_active_epochs"}  # recorded before the setting existed
+    results = {"setup": {"arm_settings": {"text": {
+        "uniform": {**today, "start_epoch": 10_000},
+        "defaults": before_cap,
+        "window2": {**today, "noise_guard": {**today["noise_guard"], "window": 2}},
+        "active5": {**today, "start_epoch": 2, "plateau_delta": 1e6},  # the forced trigger is not a difference
+    }}}}
+    differ = report.settings_vs_today(results, "text")
+    cap = MiningSettings().max_active_epochs
+    assert differ == {
+        "defaults": f"max_active_epochs `None` (today `{cap}`)",
+        "window2": f"noise_guard.window `2` (today `{today['noise_guard']['window']}`)",
+    }

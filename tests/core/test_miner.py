@@ -107,6 +107,20 @@ def test_a_checkpoint_from_before_a_setting_existed_ran_with_its_default():
         HardSampleMiner({"target": 100}, ["target"], worst).load_state_dict(state)
 
 
+def test_a_checkpoint_from_before_max_active_epochs_mined_to_the_end_and_says_how_to_resume():
+    first = HardSampleMiner({"target": 100}, ["target"], SETTINGS)
+    run(first, 2)
+    state = first.state_dict()
+    del state["settings"]["max_active_epochs"]  # written before the setting existed
+    with pytest.raises(MiningStateMismatch) as info:
+        HardSampleMiner({"target": 100}, ["target"], SETTINGS).load_state_dict(state)
+    message = str(info.value)
+    assert "max_active_epochs: None in the checkpoint, 5 now" in message
+    assert "mining went on to the end: null); set it to the checkpoint's to resume" in message
+    unbounded = dataclasses.replace(SETTINGS, max_active_epochs=None)
+    HardSampleMiner({"target": 100}, ["target"], unbounded).load_state_dict(state)
+
+
 def test_a_changed_guard_rule_says_how_to_keep_the_checkpoints():
     fields = dataclasses.replace(SETTINGS, sample_loss={"statistic": "fields"}, noise_guard={"rule": "start_level"})
     first = HardSampleMiner({"target": 100}, ["target"], fields)
