@@ -117,8 +117,15 @@ LIMITS = [
     "clean labels it also ranks the hard slice above the rest (the token signals' clean table): a guard built on it "
     "would exclude some of the rare-word samples mining should show more often, a trade-off not measured here.",
     "A wrong label the model memorised until its loss fell below both of the `learning` rule's levels would be eligible "
-    "again unless it had been flagged for good first (three epochs in a row at a level); the long runs' guard tables "
-    "show how many were flagged, and `no_flag_for_good` what the flags change.",
+    "again unless it had been flagged for good first (`window + 1` epochs in a row at a level); the long runs' guard "
+    "tables show how many were flagged, and `no_flag_for_good` what the flags change.",
+    "At 20 epochs on clean labels the model has learnt the text task and its eval loss is small, so one confidently "
+    "wrong answer moves a seed's relative difference by tens of percent: the order change alone (`placebo`) moved "
+    "a seed's hard slice that much either way there (the per-seed table). Read those runs by the arms' differences to each other, seed by seed "
+    "(the `max_active_epochs` row of the defaults table), more than by their differences to `uniform`.",
+    "`max_active_epochs` was measured in the long runs: the text task at 20 epochs, the VL task at its own 10, where "
+    "mining fires at epoch 2 and can reweight 7 epochs. The VL suite's other mining arms ran before the setting and "
+    "reweighted those 7, 2 more than today's defaults.",
 ]
 
 ACCURACY = {"text": "exact", "vl": "desc_acc"}  # the task-level accuracy each task reports
@@ -850,8 +857,8 @@ def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def long_evidence(long: dict | None, arm: str, what: str) -> str | None:
-    """The long runs' ``defaults`` against one of their arms, both paired to ``uniform``, per condition."""
-    parts = []
+    """The long runs' ``defaults`` against one of their arms, both paired to ``uniform``, per task and condition."""
+    by_task: dict[str, list[str]] = {}
     for key, entry in sorted((long or {}).get("summary", {}).items()):
         if not (arm_of(entry, arm) and arm_of(entry, "defaults")):
             continue
@@ -863,18 +870,23 @@ def long_evidence(long: dict | None, arm: str, what: str) -> str | None:
         )
         if condition == "noisy":
             text += f", mined corrupted {_corrupted(entry, 'defaults')} vs {_corrupted(entry, arm)}"
+        metric = ACCURACY.get(task)
+        accuracy = [arm_of(entry, a).get("paired", {}).get(f"hard_{metric}") for a in ("defaults", arm)]
+        if metric and all(accuracy):
+            text += (f", hard {ACCURACY_NAME[metric]} vs uniform {accuracy[0]['mean_diff']:+.3f} "
+                     f"vs {accuracy[1]['mean_diff']:+.3f}")
         direct = arm_of(entry, arm).get("paired_defaults", {})
         if "hard_loss" in direct and "all_loss" in direct:
             h, a = direct["hard_loss"], direct["all_loss"]
             text += (f"; `{arm}` against `defaults` seed by seed: hard {pct(h['mean_relative'])} (lower in "
                      f"{h['better_in']}/{h['of']}), overall {pct(a['mean_relative'])} (lower in {a['better_in']}/{a['of']})")
-        parts.append((task, text))
-    if not parts:
+        by_task.setdefault(task, []).append(text)
+    if not by_task:
         return None
-    task = parts[0][0]
-    epochs = long["setup"]["tasks"][task]["epochs"]
-    return (f"long runs ({task}, {epochs} epochs), `defaults` vs `{arm}` ({what}), paired to uniform: "
-            + "; ".join(text for _, text in parts))
+    tasks = "; ".join(
+        f"{task} ({long['setup']['tasks'][task]['epochs']} epochs): " + "; ".join(texts) for task, texts in by_task.items()
+    )
+    return f"long runs, `defaults` vs `{arm}` ({what}), paired to uniform: {tasks}"
 
 
 def defaults_table(report: dict, sweep: dict | None = None, long: dict | None = None) -> list[str]:
@@ -1156,12 +1168,14 @@ def long_section(long: dict | None) -> list[str]:
     from quality import FULL  # the tasks' own lengths (this script's folder is on the path)
 
     meta, setup = long["meta"], long["setup"]
-    L = ["## Long runs: when the model memorises wrong labels", ""]
+    L = ["## Long runs: how long to mine, and when the model memorises wrong labels", ""]
     for key, entry in sorted(long["summary"].items()):
         task, condition = key.split("/")
         epochs = setup["tasks"][task]["epochs"]
+        length = (f"{epochs} epochs instead of {FULL[task].epochs}" if epochs != FULL[task].epochs
+                  else f"{epochs} epochs as in the suite")
         L += [
-            f"`{task}` task, {condition} labels, {epochs} epochs instead of {FULL[task].epochs}, seeds "
+            f"`{task}` task, {condition} labels, {length}, seeds "
             f"{setup['plan'][task]['seeds']}; {provenance(meta)}, {long['wall_s'] / 60:.1f} min."
             + "".join(f" `{a}`: {ARM_NOTES[a]}." for a in arms_in(entry) if a not in ("uniform", "placebo") and a in ARM_NOTES),
             "",
@@ -1375,7 +1389,8 @@ def signal_rule_note(name: str, guard: dict[str, Any]) -> str:
     if not guard.get("enabled", True):
         return "no guard"
     window = guard.get("window")
-    span = "the guard's window" if window is None else f"the last {window} epoch" + ("s" if window != 1 else "")
+    span = ("the guard's window" if window is None else "the last epoch" if window == 1
+            else f"the last {window} epochs")
     rule = guard.get("rule", name)
     if rule in ("improvement", "sticky"):
         return (f"own raw loss must fall {pct(guard.get('min_improvement', 0.1), 0, sign=False)} across {span} "

@@ -59,7 +59,7 @@ def test_signal_rule_notes_name_the_window_each_rule_ran_with():
     assert report.signal_rule_note("start_level", {"enabled": True, "rule": "start_level", "window": 3}) == (
         "mean raw loss of the last 3 epochs below the median of epoch 0"
     )
-    assert "the last 1 epoch below" in report.signal_rule_note("start_level_window1", {"rule": "start_level", "window": 1})
+    assert "of the last epoch below" in report.signal_rule_note("start_level_window1", {"rule": "start_level", "window": 1})
     assert "fall 10% across the last 2 epochs" in report.signal_rule_note(
         "improvement", {"rule": "improvement", "window": 2, "min_improvement": 0.1}
     )
@@ -87,7 +87,7 @@ def test_long_evidence_pairs_the_defaults_and_an_arm_to_uniform_in_each_conditio
             ]
     long = {"setup": {"tasks": {"text": {"epochs": 20}}}, "summary": quality.summarize(runs, None)}
     text = report.long_evidence(long, "window2", "window 2")
-    assert text.startswith("long runs (text, 20 epochs), `defaults` vs `window2` (window 2), paired to uniform: ")
+    assert text.startswith("long runs, `defaults` vs `window2` (window 2), paired to uniform: text (20 epochs): clean: ")
     assert "clean: hard Δ -10.0% vs +2.5% (2/2 vs 1/2 better)" in text
     assert "noisy: hard Δ -10.0% vs +2.5%" in text and "mined corrupted 5% (0.5x) vs 5% (0.5x)" in text
     assert "`window2` against `defaults` seed by seed: hard +13.9% (lower in 0/2)" in text  # 0.95/0.9, 1.1/0.9
