@@ -28,7 +28,9 @@ Metrics (``Trainer.log``, one row per closed epoch; all floats)
 =============================  ====================================================
 ``hsm/epoch``                  the closed epoch, 0-based: the ``n`` of the dump
                                (the row's ``epoch`` is Trainer's count, ``n + 1``)
-``hsm/active``                 1 once the trigger has fired (then every epoch)
+``hsm/active``                 1 in an epoch that made a plan: the trigger has fired and
+                               ``max_active_epochs`` plans are not yet made
+``hsm/finished``               1 once those plans are made: no more reweighting
 ``hsm/monitored``              the monitored value the trigger saw
 ``hsm/observations``           per-sample losses recorded this epoch
 ``hsm/nonfinite``              NaN/inf losses so far (never aggregated)
