@@ -141,8 +141,9 @@ SWEEP: dict[str, dict | Callable[[int], dict]] = {
 SWEEP_ARMS = tuple(SWEEP)
 ARMS = (
     "uniform", "placebo", "defaults", "start_level_guard", "learning_guard", "sticky_guard", "improvement_guard",
-    "original", "guard_off", "correction_off", "weight2", "active5", "active3", "unbounded", "no_flag_for_good", "worst_tokens", "worst_tokens_guard_off",
-    "descriptions", "descriptions_start_level", "descriptions_window2", "descriptions_weight2", "oracle", *SWEEP_ARMS,
+    "original", "guard_off", "correction_off", "weight2", "active5", "active3", "unbounded", "no_flag_for_good",
+    "worst_tokens", "worst_tokens_guard_off", "descriptions", "descriptions_start_level", "descriptions_window2",
+    "descriptions_weight2", "oracle", *SWEEP_ARMS,
 )
 # Arms that need a dense caption's fields (the text task's answers have none).
 VL_ONLY_ARMS = ("descriptions", "descriptions_start_level", "descriptions_window2", "descriptions_weight2")

@@ -21,8 +21,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 ARM_ORDER = (
     "uniform", "placebo", "defaults", "start_level_guard", "learning_guard", "sticky_guard", "improvement_guard", "weight2",
-    "original", "guard_off", "correction_off", "no_flag_for_good", "active5", "active3", "unbounded", "worst_tokens", "worst_tokens_guard_off", "descriptions",
-    "descriptions_start_level", "descriptions_window3", "descriptions_window2", "descriptions_weight2", "window3", "window2",
+    "original", "guard_off", "correction_off", "no_flag_for_good", "active5", "active3", "unbounded", "worst_tokens",
+    "worst_tokens_guard_off", "descriptions", "descriptions_start_level", "descriptions_window3", "descriptions_window2", "descriptions_weight2", "window3", "window2",
     "oracle",
 )
 ARM_NOTES = {
@@ -121,11 +121,12 @@ LIMITS = [
     "tables show how many were flagged, and `no_flag_for_good` what the flags change.",
     "At 20 epochs on clean labels the model has learnt the text task and its eval loss is small, so one confidently "
     "wrong answer moves a seed's relative difference by tens of percent: the order change alone (`placebo`) moved "
-    "a seed's hard slice that much either way there (the per-seed table). Read those runs by the arms' differences to each other, seed by seed "
-    "(the `max_active_epochs` row of the defaults table), more than by their differences to `uniform`.",
-    "`max_active_epochs` was measured in the long runs: the text task at 20 epochs, the VL task at its own 10, where "
-    "mining fires at epoch 2 and can reweight 7 epochs. The VL suite's other mining arms ran before the setting and "
-    "reweighted those 7, 2 more than today's defaults.",
+    "a seed's hard slice that much either way there (the per-seed table). Read those runs by the arms' differences "
+    "to each other, seed by seed (the `max_active_epochs` row of the defaults table), more than by their "
+    "differences to `uniform`.",
+    "`max_active_epochs` was measured in the long runs only (the text task longer than its suite, the VL task at its "
+    "suite's length). The VL suite leaves room for more plans than the cap allows (its trigger table), and its other "
+    "mining arms ran before the setting, so they reweighted for longer than today's defaults would.",
 ]
 
 ACCURACY = {"text": "exact", "vl": "desc_acc"}  # the task-level accuracy each task reports
@@ -856,6 +857,13 @@ def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def ran_with(recorded: dict[str, Any], key: str, today: Any) -> Any:
+    """A flat setting as a run recorded it; for a setting the run predates, what hardmine did before it existed."""
+    from hardmine.core.miner import BEFORE_IT_EXISTED
+
+    return recorded[key] if key in recorded else BEFORE_IT_EXISTED.get(key, today)
+
+
 def long_evidence(long: dict | None, arm: str, what: str) -> str | None:
     """The long runs' ``defaults`` against one of their arms, both paired to ``uniform``, per task and condition."""
     by_task: dict[str, list[str]] = {}
@@ -891,8 +899,6 @@ def long_evidence(long: dict | None, arm: str, what: str) -> str | None:
 
 def defaults_table(report: dict, sweep: dict | None = None, long: dict | None = None) -> list[str]:
     """Each default, the evidence on this page, and whether the code's default differs from the measured one."""
-    from hardmine.core.miner import BEFORE_IT_EXISTED
-
     summary = report["summary"]
     now = normalized(current_defaults())
     measured = {}
@@ -1043,9 +1049,7 @@ def defaults_table(report: dict, sweep: dict | None = None, long: dict | None = 
         if key not in now:
             continue
         # The arms force the trigger: its defaults of the day are the ones the replay used.
-        # A setting the runs predate: they ran with what hardmine did before it existed.
-        before = BEFORE_IT_EXISTED.get(key, now[key])
-        was = replayed.get(key, before) if key in TRIGGER_KEYS else measured.get(key, before)
+        was = ran_with(replayed if key in TRIGGER_KEYS else measured, key, now[key])
         status = "kept" if was == now[key] else f"**changed** from `{was}` after these runs"
         evidence = fixed if fn is None else both(fn)
         more = {
@@ -1143,19 +1147,14 @@ def provenance(meta: dict) -> str:
 
 def settings_vs_today(results: dict, task: str) -> dict[str, str]:
     """Per arm that mines, its recorded settings that differ from hardmine's defaults today."""
-    from hardmine.core.miner import BEFORE_IT_EXISTED
-
     now = normalized(current_defaults())
     out = {}
     for arm, settings in results["setup"].get("arm_settings", {}).get(task, {}).items():
         if arm in ("uniform", "placebo"):
             continue
         ran = normalized(settings)
-        changed = [
-            f"{key} `{ran.get(key, BEFORE_IT_EXISTED.get(key, value))}` (today `{value}`)"
-            for key, value in now.items()
-            if key not in TRIGGER_KEYS and ran.get(key, BEFORE_IT_EXISTED.get(key, value)) != value
-        ]
+        was = {key: ran_with(ran, key, today) for key, today in now.items() if key not in TRIGGER_KEYS}
+        changed = [f"{key} `{value}` (today `{now[key]}`)" for key, value in was.items() if value != now[key]]
         if changed:
             out[arm] = ", ".join(changed)
     return out
@@ -1177,7 +1176,8 @@ def long_section(long: dict | None) -> list[str]:
         L += [
             f"`{task}` task, {condition} labels, {length}, seeds "
             f"{setup['plan'][task]['seeds']}; {provenance(meta)}, {long['wall_s'] / 60:.1f} min."
-            + "".join(f" `{a}`: {ARM_NOTES[a]}." for a in arms_in(entry) if a not in ("uniform", "placebo") and a in ARM_NOTES),
+            + "".join(f" `{a}`: {ARM_NOTES[a]}." for a in arms_in(entry)
+                      if a not in ("uniform", "placebo") and a in ARM_NOTES),
             "",
         ]
         differ = settings_vs_today(long, task)
