@@ -140,7 +140,7 @@ SWEEP: dict[str, dict | Callable[[int], dict]] = {
 }
 SWEEP_ARMS = tuple(SWEEP)
 ARMS = (
-    "uniform", "placebo", "defaults", "start_level_guard", "learning_guard", "sticky_guard", "improvement_guard",
+    "uniform", "placebo", "defaults", "trigger_start", "trigger_tail", "trigger_stable", "start_level_guard", "learning_guard", "sticky_guard", "improvement_guard",
     "original", "guard_off", "correction_off", "weight2", "active5", "active3", "unbounded", "no_flag_for_good",
     "worst_tokens", "worst_tokens_guard_off", "descriptions", "descriptions_start_level", "descriptions_window2",
     "descriptions_weight2", "oracle", *SWEEP_ARMS,
@@ -162,7 +162,9 @@ class TextSize:
     slice sorts one (the same letters, a rarer and harder rule, learnt slowly)."""
 
     train: int = 1200
-    val: int = 300
+    # Eval samples per slice: "all" weighs the two by the training share of the hard slice.
+    val_hard: int = 500
+    val_rest: int = 500
     hard_share: float = 0.1
     easy_len: tuple[int, int] = (3, 6)
     hard_len: tuple[int, int] = (4, 6)
@@ -174,6 +176,26 @@ class TextSize:
 
 
 @dataclasses.dataclass(frozen=True)
+class CounterSize:
+    """A base-8 counter written in letters (``a`` = 0 ... ``h`` = 7): every sample
+    increments a number of ``digits`` digits. A hard sample's number ends in a run of
+    ``carry`` top digits, so the increment carries through all of them; the rest end
+    below the top digit. At this learning rate the control learns steadily (its
+    training loss falls by 30-60% an epoch for the whole run) and leaves the carry
+    chains partly unlearnt."""
+
+    train: int = 1200
+    val_hard: int = 500
+    val_rest: int = 500
+    hard_share: float = 0.1
+    digits: tuple[int, int] = (5, 8)
+    carry: tuple[int, int] = (3, 5)
+    epochs: int = 10
+    batch: int = 16
+    lr: float = 1e-3
+
+
+@dataclasses.dataclass(frozen=True)
 class VLSize:
     """Dense captions of the synthetic corpus's ``rare`` preset: one large
     object per scene, named in a common colour word (learnt within the run) or,
@@ -181,40 +203,35 @@ class VLSize:
     control hardly names those by the end)."""
 
     train: int = 300
-    val: int = 200
+    val: int = 200  # scored after every epoch, at the corpus's hard share
+    # Scored at the end of the run: a corpus of its own, these many per slice.
+    val_hard: int = 500
+    val_rest: int = 500
     preset: str = "rare"  # hardmine.data.synth.TARGET_PRESETS
     epochs: int = 10
     batch: int = 8
     lr: float = 2e-3
 
 
-FULL = {"text": TextSize(), "vl": VLSize()}
+TASKS = ("text", "counter", "vl")
+FULL = {"text": TextSize(), "counter": CounterSize(), "vl": VLSize()}
 QUICK = {
-    "text": TextSize(train=96, val=48, epochs=3, hard_share=0.25),
-    "vl": VLSize(train=24, val=12, epochs=3),
+    "text": TextSize(train=96, val_hard=12, val_rest=36, epochs=3, hard_share=0.25),
+    "counter": CounterSize(train=96, val_hard=12, val_rest=36, epochs=3, hard_share=0.25),
+    "vl": VLSize(train=24, val=12, val_hard=4, val_rest=8, epochs=3),
 }
-# Seeds and arms of the full suite per task. The VL task costs ~4x the text
-# task a run, so it runs the arms that answer issue 8's main questions (the
-# defaults, the original rule's harm, the guard's part, the order-only
-# placebo, the token-aware statistic with and without the guard, the oracle) on 6 seeds;
-# the ablations run on the text task, with 8 seeds (its seed spread is as
-# large as most effects: 5 seeds left them undecided).
+# Seeds and arms of the full suite per task: the control, the order-only placebo,
+# the defaults, the oracle, and per task the questions it answers. The text tasks
+# compare the trigger's modes: the counter's control learns steadily, so the
+# default plateau test may never fire there. The VL task compares statistics for
+# dense captions (its default trigger fires where ``start`` does: the trigger
+# table on docs/benchmarks.md replays it on every control).
+PAYOFF_SEEDS = [0, 1, 2, 3, 4, 5, 6, 7]
+TRIGGER_ARMS = ["uniform", "placebo", "defaults", "trigger_start", "trigger_tail", "trigger_stable", "oracle"]
 FULL_PLAN = {
-    "text": (
-        [0, 1, 2, 3, 4, 5, 6, 7],
-        [
-            "uniform", "placebo", "defaults", "learning_guard", "sticky_guard", "improvement_guard", "original",
-            "guard_off", "correction_off", "weight2", "worst_tokens", "window2", "oracle",
-        ],
-    ),
-    "vl": (
-        [0, 1, 2, 3, 4, 5],
-        [
-            "uniform", "placebo", "defaults", "learning_guard", "original", "guard_off", "worst_tokens",
-            "worst_tokens_guard_off", "descriptions", "descriptions_start_level", "descriptions_window2",
-            "descriptions_weight2", "window2", "oracle",
-        ],
-    ),
+    "text": (PAYOFF_SEEDS, TRIGGER_ARMS),
+    "counter": (PAYOFF_SEEDS, TRIGGER_ARMS),
+    "vl": (PAYOFF_SEEDS, ["uniform", "placebo", "defaults", "descriptions", "descriptions_weight2", "oracle"]),
 }
 
 
@@ -235,8 +252,15 @@ def arm_section(arm: str, *, mine_from: int | None, train_size: int) -> dict[str
         "uniform": {"start_epoch": NEVER},
         # A plan that marks nothing: the order leaves the stock order when mining
         # starts, but no sample gains weight. What the order change alone does.
-        "placebo": {**forced, "selector": {"mode": "threshold", "value": 1e30}, "noise_guard": {"enabled": False}},
+        # From start_epoch whatever the default trigger does, so it has a spread on every task.
+        "placebo": {
+            **forced, "trigger": "start", "selector": {"mode": "threshold", "value": 1e30}, "noise_guard": {"enabled": False},
+        },
         "defaults": forced,
+        # The trigger's modes (hardmine.core.trigger), each otherwise the defaults.
+        "trigger_start": {**forced, "trigger": "start"},
+        "trigger_tail": {**forced, "trigger": "tail"},
+        "trigger_stable": {**forced, "trigger": "stable"},
         "original": {
             **forced,
             "selector": {"mode": "top_k", "k": math.ceil(0.1 * train_size), "value": None},
@@ -271,7 +295,7 @@ def arm_section(arm: str, *, mine_from: int | None, train_size: int) -> dict[str
         # worst-tokens statistic only makes the real mean loss travel beside it, for the
         # trigger. Raw flags, so every hard sample observed in the epoch scores 1.
         "oracle": {
-            **forced, "sample_loss": WORST_TOKENS, "selector": {"mode": "threshold", "value": 0.5},
+            **forced, "trigger": "start", "sample_loss": WORST_TOKENS, "selector": {"mode": "threshold", "value": 0.5},
             "noise_guard": {"enabled": False}, "aggregation": {"progress_correction": False},
         },
         # A sweep arm changes one default; a forced trigger overrides its own start epoch.
@@ -412,10 +436,15 @@ def score_batches(model, batches, tokenizer=None) -> dict[str, np.ndarray]:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def slice_metrics(scores: dict[str, np.ndarray], is_hard: np.ndarray) -> dict[str, dict[str, float]]:
-    """Loss (mean of per-sample means), token accuracy and exact match, per slice."""
+def slice_metrics(scores: dict[str, np.ndarray], is_hard: np.ndarray, hard_share: float) -> dict[str, dict[str, float]]:
+    """Loss (mean of per-sample means), token accuracy and exact match, per slice.
+
+    The eval sets hold many samples of each slice (their scores are what the
+    comparisons read), so ``all`` is the mean of the two slices' metrics weighted
+    as training weighs them: ``hard_share`` of the training samples are hard.
+    """
     out = {}
-    for name, mask in (("hard", is_hard), ("rest", ~is_hard), ("all", np.ones_like(is_hard))):
+    for name, mask in (("hard", is_hard), ("rest", ~is_hard)):
         if not mask.any():
             continue
         correct, tokens = scores["correct"][mask], scores["tokens"][mask]
@@ -426,6 +455,8 @@ def slice_metrics(scores: dict[str, np.ndarray], is_hard: np.ndarray) -> dict[st
         }
         if "desc_total" in scores:
             out[name]["desc_acc"] = float(scores["desc_correct"][mask].sum() / max(scores["desc_total"][mask].sum(), 1))
+    if "hard" in out and "rest" in out:
+        out["all"] = {k: hard_share * out["hard"][k] + (1 - hard_share) * out["rest"][k] for k in out["hard"]}
     return out
 
 
@@ -434,22 +465,36 @@ def spaced(letters: str) -> str:
     return " " + " ".join(letters)
 
 
-def make_text_data(size: TextSize, seed: int) -> dict[str, Any]:
-    """Reversal examples; hard = long strings. Train and val drawn from separate streams."""
-    def draw(n: int, stream: int):
-        rng = random.Random(seed * 1000 + stream)
-        n_hard = round(size.hard_share * n)
-        hard = [i < n_hard for i in range(n)]
-        rng.shuffle(hard)
-        words = []
-        for h in hard:
-            low, high = size.hard_len if h else size.easy_len
-            words.append("".join(rng.choice(LETTERS) for _ in range(rng.randint(low, high))))
-        return words, np.asarray(hard)
+def draw_word(size: TextSize | CounterSize, rng: random.Random, hard: bool) -> str:
+    """One input word of a text task: letters of ``LETTERS``, a counter's digits."""
+    if isinstance(size, CounterSize):
+        n = rng.randint(*size.digits)
+        if hard:
+            run = rng.randint(size.carry[0], min(size.carry[1], n - 1))
+            return "".join(rng.choice(LETTERS) for _ in range(n - run - 1)) + rng.choice(LETTERS[:-1]) + LETTERS[-1] * run
+        return "".join(rng.choice(LETTERS) for _ in range(n - 1)) + rng.choice(LETTERS[:-1])
+    low, high = size.hard_len if hard else size.easy_len
+    return "".join(rng.choice(LETTERS) for _ in range(rng.randint(low, high)))
 
-    train_words, train_hard = draw(size.train, 1)
-    val_words, val_hard = draw(size.val, 2)
-    train_ops = [size.hard_op if h else size.easy_op for h in train_hard]
+
+def op_of(size: TextSize | CounterSize, hard: bool) -> str:
+    if isinstance(size, CounterSize):
+        return "inc"
+    return size.hard_op if hard else size.easy_op
+
+
+def make_text_data(size: TextSize | CounterSize, seed: int) -> dict[str, Any]:
+    """A text task's samples: train at the task's hard share, eval ``val_hard`` + ``val_rest``;
+    drawn from separate streams, with the noisy condition's wrong answers."""
+    def draw(flags: list[bool], stream: int):
+        rng = random.Random(seed * 1000 + stream)
+        rng.shuffle(flags)
+        return [draw_word(size, rng, h) for h in flags], np.asarray(flags)
+
+    n_hard = round(size.hard_share * size.train)
+    train_words, train_hard = draw([i < n_hard for i in range(size.train)], 1)
+    val_words, val_hard = draw([True] * size.val_hard + [False] * size.val_rest, 2)
+    train_ops = [op_of(size, h) for h in train_hard]
     corrupted = corrupted_indices(size.train, seed)
     rng = random.Random(seed * 1000 + 3)
     noisy_answers = {}
@@ -461,12 +506,25 @@ def make_text_data(size: TextSize, seed: int) -> dict[str, Any]:
         noisy_answers[i] = wrong
     return {
         "train_words": train_words, "train_hard": train_hard, "train_ops": train_ops,
-        "val_words": val_words, "val_hard": val_hard, "val_ops": [size.hard_op if h else size.easy_op for h in val_hard],
+        "val_words": val_words, "val_hard": val_hard, "val_ops": [op_of(size, h) for h in val_hard],
         "corrupted": corrupted, "noisy_answers": noisy_answers,
     }
 
 
-OPS: dict[str, Callable[[str], str]] = {"reverse": lambda w: w[::-1], "sort": lambda w: "".join(sorted(w))}
+def increment(word: str) -> str:
+    """``word`` + 1 as a base-8 number in the digits of ``LETTERS``."""
+    digits = [LETTERS.index(c) for c in word]
+    i = len(digits) - 1
+    while i >= 0 and digits[i] == len(LETTERS) - 1:
+        digits[i] = 0
+        i -= 1
+    digits = [1, *digits] if i < 0 else [*digits[:i], digits[i] + 1, *digits[i + 1 :]]
+    return "".join(LETTERS[d] for d in digits)
+
+
+OPS: dict[str, Callable[[str], str]] = {
+    "reverse": lambda w: w[::-1], "sort": lambda w: "".join(sorted(w)), "inc": increment,
+}
 
 
 def corrupted_indices(n: int, seed: int) -> np.ndarray:
@@ -515,6 +573,7 @@ def run_text(
     val = [encode_example(tokenizer, op, w, OPS[op](w)) for op, w in zip(data["val_ops"], data["val_words"])]
     val_batches = [pad_batch(val[i : i + 64], pad_id) for i in range(0, len(val), 64)]
     val_hard = data["val_hard"]
+    hard_share = float(np.mean(data["train_hard"]))
 
     class EpochEval(TrainerCallback):
         def __init__(self):
@@ -522,7 +581,7 @@ def run_text(
 
         def on_epoch_end(self, args, state, control, model=None, **kwargs):
             epoch = int(round(state.epoch or 0)) - 1
-            self.rows.append({"epoch": epoch, **slice_metrics(score_batches(model, val_batches), val_hard)})
+            self.rows.append({"epoch": epoch, **slice_metrics(score_batches(model, val_batches), val_hard, hard_share)})
 
     args = TrainingArguments(
         output_dir=str(out_dir), num_train_epochs=size.epochs, per_device_train_batch_size=size.batch,
@@ -570,13 +629,44 @@ def make_vl_data(size: VLSize, seed: int, root: Path) -> dict[str, Any]:
             obj["desc"] = wrong_description(obj["desc"], rng)
         noisy_lines[i] = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
     (target / "train_noisy.jsonl").write_text("".join(l + "\n" for l in noisy_lines), encoding="utf-8")
+    eval_jsonl, eval_hard = make_vl_eval(size, seed, root / "eval")
     return {
         "train_jsonl": {"clean": target / "train.jsonl", "noisy": target / "train_noisy.jsonl"},
         "val_jsonl": target / "val.jsonl",
+        "eval_jsonl": eval_jsonl,
+        "eval_hard": eval_hard,
         "train_hard": np.asarray([json.loads(l)["metadata"]["slice"] == "hard" for l in train_lines]),
         "val_hard": np.asarray([json.loads(l)["metadata"]["slice"] == "hard" for l in val_lines]),
         "corrupted": corrupted,
     }
+
+
+#: The final eval corpus of seed s is drawn with seed EVAL_SEED + s: scenes of their own.
+EVAL_SEED = 1_000_000
+
+
+def make_vl_eval(size: VLSize, seed: int, root: Path) -> tuple[Path, np.ndarray]:
+    """A corpus of ``val_hard`` hard and ``val_rest`` other scenes, scored at the end of each run."""
+    from hardmine.data.synth import HARD_SHARE, make_dataset
+
+    drawn = math.ceil(max(size.val_hard / HARD_SHARE, size.val_rest / (1 - HARD_SHARE))) + 1
+    make_dataset(root, seed=EVAL_SEED + seed, target_size=1, source_sizes={}, val_size=drawn, target_preset=size.preset)
+    lines = (root / "target" / "val.jsonl").read_text(encoding="utf-8").splitlines()
+    hard = [l for l in lines if json.loads(l)["metadata"]["slice"] == "hard"][: size.val_hard]
+    rest = [l for l in lines if json.loads(l)["metadata"]["slice"] != "hard"][: size.val_rest]
+    path = root / "target" / "eval.jsonl"  # beside val.jsonl: the images' relative paths hold
+    path.write_text("".join(l + "\n" for l in hard + rest), encoding="utf-8")
+    return path, np.asarray([True] * len(hard) + [False] * len(rest))
+
+
+def eval_dataset(path: Path, like):
+    """A caption dataset of the records in ``path``, encoded as the dataset ``like`` encodes."""
+    from hardmine.data.dataset import CaptionDataset, RecordPool
+    from hardmine.data.records import read_jsonl
+
+    records, _ = read_jsonl(path)
+    pool = RecordPool(like.pools[0].name, tuple(records), augment=False)
+    return CaptionDataset([pool], like.processor, seed=like.seed, augmentation=like.augmentation, max_length=like.max_length)
 
 
 def wrong_description(desc: str, rng: np.random.Generator) -> str:
@@ -628,9 +718,11 @@ def run_vl(
         result = run_training(cfg, slice_eval=True)
     trainer = result.trainer
     val_ds = next(iter(trainer.eval_dataset.values()))
-    batches = caption_batches(val_ds, trainer.data_collator)
+    batches = caption_batches(eval_dataset(data["eval_jsonl"], val_ds), trainer.data_collator)
     tokenizer = getattr(val_ds.processor, "tokenizer", val_ds.processor)
-    final = slice_metrics(score_batches(trainer.model, batches, tokenizer), data["val_hard"])
+    final = slice_metrics(
+        score_batches(trainer.model, batches, tokenizer), data["eval_hard"], float(np.mean(data["train_hard"]))
+    )
     epochs = [
         {"epoch": r["epoch"], "hard": {"loss": r["slice/hard_loss"]}, "rest": {"loss": r["slice/easy_loss"]}}
         for r in result.slice_history
@@ -672,9 +764,9 @@ def mined_shares(mined: dict[int, np.ndarray], is_hard: np.ndarray, corrupted: n
 def replay_trigger(monitored: dict[int, float], **trigger_kwargs) -> int | None:
     """The epoch at whose end a plateau trigger with these settings fires (None: never)."""
     from hardmine.core import TriggerSettings
-    from hardmine.core.trigger import PlateauTrigger
+    from hardmine.core.trigger import Trigger
 
-    trigger = PlateauTrigger(TriggerSettings(**trigger_kwargs))
+    trigger = Trigger(TriggerSettings(**trigger_kwargs))
     for epoch in sorted(monitored):
         if trigger.update(epoch, monitored[epoch]):
             return trigger.activated_at
@@ -708,13 +800,13 @@ def run_suite(opts) -> dict:
         seeds, arms = opts.plan[task]
         for seed in seeds:
             data_dir = work / task / f"seed{seed}"
-            data = make_text_data(size, seed) if task == "text" else make_vl_data(size, seed, data_dir / "data")
+            data = make_vl_data(size, seed, data_dir / "data") if task == "vl" else make_text_data(size, seed)
             for condition in opts.conditions:
                 for arm in arms:
                     run_dir = data_dir / condition / arm
                     shutil.rmtree(run_dir, ignore_errors=True)  # dumps of an earlier run would be read as this one's
                     t0 = time.perf_counter()
-                    runner = run_text if task == "text" else run_vl
+                    runner = run_vl if task == "vl" else run_text
                     with oracle_recording(data["train_hard"]) if arm == "oracle" else contextlib.nullcontext():
                         result = runner(
                             size, data, condition=condition, seed=seed, arm=arm, mine_from=opts.mine_from, out_dir=run_dir
@@ -853,8 +945,28 @@ def summarize(runs: list[dict], mine_from: int | None) -> dict:
             a["mined"] = mined_summary(arm_runs)
             a["guard_exclusions"] = guard_summary(arm_runs)
             entry["arms"][arm] = a
+        add_oracle_shares(entry["arms"])
+        entry["control_train_fall"] = {str(seed): train_falls(run) for seed, run in sorted(controls.items())}
         summary[f"{task}/{condition}"] = entry
     return summary
+
+
+def add_oracle_shares(arms: dict[str, dict]) -> None:
+    """Each arm's mean paired gain over the control as a share of the oracle's, per metric
+    (``share_of_oracle``; absent where the oracle did not run or gained nothing)."""
+    oracle = arms.get("oracle", {}).get("paired", {})
+    for a in arms.values():
+        a["share_of_oracle"] = {
+            key: a["paired"][key]["mean_diff"] / ref["mean_diff"]
+            for key, ref in oracle.items()
+            if key in a["paired"] and ref["mean_diff"] != 0
+        }
+
+
+def train_falls(run: dict) -> list[float]:
+    """The relative fall of the monitored training loss from each epoch to the next."""
+    values = [float(r["hsm/monitored"]) for r in sorted(run["mining"], key=lambda r: r["epoch"]) if r.get("hsm/monitored") is not None]
+    return [(a - b) / a for a, b in zip(values, values[1:]) if a]
 
 
 def paired_stats(values: list[float], base: list[float], *, lower_is_better: bool) -> dict[str, Any]:
@@ -918,14 +1030,14 @@ def trigger_summary(controls: dict[int, dict], mine_from: int | None) -> dict:
     """When plateau triggers would fire on the control runs (exact: runs match until mining starts)."""
     from hardmine.core import MiningSettings
 
-    default = MiningSettings().trigger
+    default = MiningSettings().trigger_settings()
     out: dict[str, Any] = {"forced_epoch": mine_from, "default_settings": dataclasses.asdict(default), "default": {}, "candidates": {}}
     for seed, run in sorted(controls.items()):
         monitored = {int(r["epoch"]): float(r["hsm/monitored"]) for r in run["mining"] if r.get("hsm/monitored") is not None}
         out.setdefault("monitored", {})[str(seed)] = monitored
         out["default"][str(seed)] = replay_trigger(monitored, start_epoch=default.start_epoch,
                                                    plateau_delta=default.plateau_delta, patience=default.patience)
-        for delta in (0.05, 0.1, 0.2, 0.3):  # 0.05: the default before these measurements
+        for delta in (0.05, 0.1, 0.2, 0.3, 0.5):  # 0.05: the default before these measurements
             out["candidates"].setdefault(f"plateau_delta={delta}", {})[str(seed)] = replay_trigger(
                 monitored, start_epoch=default.start_epoch, plateau_delta=delta, patience=default.patience
             )
@@ -1055,7 +1167,7 @@ def merge_reports(reports: list[dict]) -> dict:
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes, one seed, two arms, clean and noisy (~2 min)")
-    ap.add_argument("--tasks", nargs="+", default=None, choices=("text", "vl"))
+    ap.add_argument("--tasks", nargs="+", default=None, choices=TASKS)
     ap.add_argument("--arms", nargs="+", default=None, choices=ARMS)
     ap.add_argument("--sweep", action="store_true",
                     help="the sensitivity sweep: uniform, placebo, defaults and every sweep arm (default task: text)")
@@ -1079,7 +1191,7 @@ def parse_args(argv=None):
         ap.error("--sweep runs the full text task with hardmine's trigger; leave out --quick, --mine-from and other tasks")
     if opts.sweep:
         opts.arms = ["uniform", "placebo", "defaults", *SWEEP_ARMS]
-    opts.tasks = opts.tasks or (["text"] if opts.sweep else ["text", "vl"])
+    opts.tasks = opts.tasks or (["text"] if opts.sweep else list(TASKS))
     opts.conditions = opts.conditions or list(CONDITIONS)
     if opts.quick and opts.mine_from is None:
         opts.mine_from = 1  # 3 quick epochs: the default trigger would first mine in the last one

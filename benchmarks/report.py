@@ -20,7 +20,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 ARM_ORDER = (
-    "uniform", "placebo", "defaults", "start_level_guard", "learning_guard", "sticky_guard", "improvement_guard", "weight2",
+    "uniform", "placebo", "defaults", "trigger_start", "trigger_tail", "trigger_stable", "start_level_guard", "learning_guard", "sticky_guard", "improvement_guard", "weight2",
     "original", "guard_off", "correction_off", "no_flag_for_good", "active5", "active3", "unbounded", "worst_tokens",
     "worst_tokens_guard_off", "descriptions", "descriptions_start_level", "descriptions_window3", "descriptions_window2", "descriptions_weight2", "window3", "window2",
     "oracle",
@@ -29,6 +29,11 @@ ARM_NOTES = {
     "uniform": "control: mining on, trigger never fires",
     "placebo": "mining starts but marks nothing: only the data order changes",
     "defaults": "hardmine's defaults when the runs were made (see the arms table)",
+    "trigger_start": "defaults with `trigger: start`: mining from `start_epoch` whatever the loss does",
+    "trigger_tail": "defaults with `trigger: tail`: from `start_epoch`, once the worst tenth's loss falls more slowly "
+                    "than the median's",
+    "trigger_stable": "defaults with `trigger: stable`: from `start_epoch`, once half of the worst tenth stayed in it "
+                      "from one epoch to the next",
     "original": "EMA, top-k 10%, weight 3, no guard, no correction",
     "guard_off": "defaults without the noise guard",
     "correction_off": "defaults without progress correction",
@@ -57,12 +62,21 @@ ARM_NOTES = {
 }
 TASK_NOTES = {
     "text": "tiny text model (library API); most samples reverse a string of spaced letters, the hard slice (10%) sorts one",
+    "counter": "tiny text model (library API); every sample increments a base-8 number of 5-8 letter digits; in the hard "
+               "slice (10%) it ends in 3-5 top digits, so the increment carries through them. The control learns "
+               "steadily: its training loss falls by 30-60% an epoch for the whole run",
     "vl": "tiny Qwen2-VL (YAML entry point), dense captions of the synthetic corpus's `rare` preset: one large object "
           "per scene, named by colour and shape; in the hard slice (15%, `metadata.slice == hard`) the colour word is one "
           "of four rare ones that only the hard slice uses",
 }
 # How each task was sized (prose only: every number on the page comes from the JSON).
 CALIBRATION_NOTES = {
+    "counter": (
+        "Made so that the control learns steadily, as a fine-tuning run far from its plateau does. At the text task's "
+        "learning rate (3e-3) the counter's control flattened after two epochs (its loss fell 10-15% an epoch); at 1e-3 "
+        "it falls 30-60% an epoch for all 10 epochs. Carry chains of 2-4 digits were learnt almost fully by the control "
+        "(exact match 0.88 against 0.99); chains of 3-5 in numbers of 5-8 digits leave it at about 0.77 on one seed."
+    ),
     "text": (
         "First tried: every sample reverses a string and the hard slice is long strings. The control learnt the short "
         "ones but the long ones' eval loss hardly moved, and mining made it worse (the model memorised the few long "
@@ -129,7 +143,7 @@ LIMITS = [
     "mining arms ran before the setting, so they reweighted for longer than today's defaults would.",
 ]
 
-ACCURACY = {"text": "exact", "vl": "desc_acc"}  # the task-level accuracy each task reports
+ACCURACY = {"text": "exact", "counter": "exact", "vl": "desc_acc"}  # the task-level accuracy each task reports
 ACCURACY_NAME = {"exact": "exact match", "token_acc": "token accuracy", "desc_acc": "object-description accuracy"}
 
 
@@ -562,7 +576,7 @@ def defaults_section(report: dict) -> list[str]:
     """The findings, per task, in numbers from the summary."""
     summary = report["summary"]
     lines = ["## Findings", ""]
-    for task in ("text", "vl"):
+    for task in ("text", "counter", "vl"):
         clean, noisy = summary.get(f"{task}/clean"), summary.get(f"{task}/noisy")
         if not clean and not noisy:
             continue

@@ -30,25 +30,26 @@ def test_quick_quality_benchmark_writes_results_and_page(tmp_path):
     assert report["benchmark"] == "hardmine.quality/1" and report["mode"] == "quick"
     assert {"commit", "timestamp", "processor", "torch"} <= set(report["meta"])
     assert {(r["task"], r["condition"], r["arm"]) for r in report["runs"]} == {
-        (t, c, a) for t in ("text", "vl") for c in ("clean", "noisy") for a in ("uniform", "defaults")
+        (t, c, a) for t in ("text", "counter", "vl") for c in ("clean", "noisy") for a in ("uniform", "defaults")
     }
     for run in report["runs"]:
         assert {"epochs", "mining", "mined", "steps", "base_rates", "wall_s"} <= set(run)
         assert {"hard", "rest", "all"} <= set(run["epochs"][-1])
     steps = {(r["task"], r["arm"]) : r["steps"] for r in report["runs"]}
     assert steps[("text", "uniform")] == steps[("text", "defaults")]  # same number of optimizer steps
-    for key in ("text/clean", "text/noisy", "vl/clean", "vl/noisy"):
+    for key in ("text/clean", "text/noisy", "counter/clean", "counter/noisy", "vl/clean", "vl/noisy"):
         entry = report["summary"][key]
         assert {"default", "candidates", "forced_epoch"} <= set(entry["trigger"])
         defaults = entry["arms"]["defaults"]
         assert {"metrics", "paired", "fired_epoch", "identical_until_first_plan", "mined", "guard_exclusions"} <= set(defaults)
         assert {"hard_loss", "all_loss"} <= set(defaults["paired"])
         assert defaults["fired_epoch"] == [report["setup"]["mine_from"]]
+        assert len(entry["control_train_fall"]["0"]) == report["setup"]["tasks"][key.split("/")[0]]["epochs"] - 1
     assert report["summary"]["text/noisy"]["arms"]["defaults"]["mined"]["base_rates"]["corrupted"] > 0
 
     _run("report.py", "--results", str(results), "--docs", str(docs))
     page = (docs / "benchmarks.md").read_text()
     assert report["meta"]["commit"][:12] in page
-    assert "## Task `text`" in page and "## Task `vl`" in page
+    assert "## Task `text`" in page and "## Task `counter`" in page and "## Task `vl`" in page
     for png in ("calibration_text.png", "hard_loss_text.png", "hard_loss_vl.png", "mined_shares.png"):
         assert (docs / "benchmarks" / png).stat().st_size > 1000

@@ -171,7 +171,7 @@ def test_settings_take_the_yaml_keys_and_shapes():
         start_epoch=3, monitor="eval_loss", dump=False, selector={"mode": "top_k", "k": 200},
         aggregation={"mode": "mean"}, noise_guard={"enabled": False},
     )
-    assert s.trigger.start_epoch == 3 and s.monitor == "eval_loss" and not s.dump
+    assert s.trigger_settings().start_epoch == 3 and s.monitor == "eval_loss" and not s.dump
     assert s.selector == SelectorSettings(mode="top_k", k=200) and s.aggregation.mode == "mean"
     assert s.guard.enabled is False and s.tracker_settings().aggregation == "mean"
 

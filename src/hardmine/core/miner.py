@@ -23,7 +23,7 @@ from .errors import MINING_KEY, SettingError, UserInputError, check_range
 from .plan import HardSamplePlan
 from .selection import DEFAULT_GUARD_RULES, GuardSettings, Selection, SelectorSettings, select_hard
 from .tracker import LossTracker, TrackerSettings
-from .trigger import PlateauTrigger, TriggerSettings
+from .trigger import SAMPLE_MODES, Trigger, TriggerSettings, sample_signal
 
 
 #: Keyword arguments for pydantic, which validates these dataclasses for the YAML
@@ -112,6 +112,10 @@ class MiningSettings:
     patience: int = 1
     monitor: str = "train_loss"  # or an eval metric reported after every epoch (eval_<name>_loss)
     higher_is_better: bool = False
+    # How the trigger decides (hardmine.core.trigger): "plateau" (the monitor's relative
+    # improvement below plateau_delta), "start" (at start_epoch, whatever the loss does),
+    # "tail" or "stable" (signals of the samples' own losses).
+    trigger: str = "plateau"
     sample_loss: SampleLossSettings = field(default_factory=SampleLossSettings)
     selector: SelectorSettings = field(default_factory=SelectorSettings)
     aggregation: AggregationSettings = field(default_factory=AggregationSettings)
@@ -146,14 +150,13 @@ class MiningSettings:
         check_range(f"{MINING_KEY}.hard_weight", self.hard_weight, low=1.0)
         if self.max_active_epochs is not None:
             check_range(f"{MINING_KEY}.max_active_epochs", self.max_active_epochs, low=1, integer=True)
-        self.trigger  # noqa: B018 - checks start_epoch, plateau_delta, patience
+        self.trigger_settings()  # checks trigger, start_epoch, plateau_delta, patience
         self.tracker_settings()
 
-    @property
-    def trigger(self) -> TriggerSettings:
+    def trigger_settings(self) -> TriggerSettings:
         return TriggerSettings(
             start_epoch=self.start_epoch, plateau_delta=self.plateau_delta, patience=self.patience,
-            higher_is_better=self.higher_is_better,
+            higher_is_better=self.higher_is_better, mode=self.trigger,
         )
 
     @property
@@ -205,6 +208,8 @@ class EpochReport:
     population: Population | None = None  # with end_epoch(..., population=True)
     # The trigger fired, and max_active_epochs plans were made: no more reweighting.
     finished: bool = False
+    # The trigger's sample signal (modes tail, stable) at this epoch; None where none was computed.
+    trigger_signal: float | None = None
 
 
 class HardSampleMiner:
@@ -220,7 +225,7 @@ class HardSampleMiner:
             raise ValueError(f"eligible datasets {list(eligible)} must be a non-empty subset of {list(datasets)}")
         self.eligible = tuple(eligible)
         self.tracker = LossTracker(datasets, self.settings.tracker_settings())
-        self.trigger = PlateauTrigger(self.settings.trigger)
+        self.trigger = Trigger(self.settings.trigger_settings())
         self.plan: HardSamplePlan | None = None
         # Guard rules "sticky", "start_level" and "learning": per eligible dataset, which samples are excluded for good.
         self.flagged: dict[str, np.ndarray] = {}
@@ -237,7 +242,8 @@ class HardSampleMiner:
         """
         if monitored is None:
             monitored = self.tracker.epoch_mean_loss(epoch)
-        fired = self.trigger.update(epoch, monitored)
+        signal = self._sample_signal(epoch)
+        fired = self.trigger.update(epoch, monitored, signal)
         finished = fired and self.past_active_epochs(epoch)
         active = fired and not finished
         selection = None
@@ -280,7 +286,19 @@ class HardSampleMiner:
             hard_stats=hard_stats,
             population=table,
             finished=finished,
+            trigger_signal=signal,
         )
+
+    def _sample_signal(self, epoch: int) -> float | None:
+        """The trigger's sample signal at the end of ``epoch``: from the mined datasets' raw
+        losses of this epoch and the last, before the trigger fires (none after, nor for the
+        monitor's modes)."""
+        mode = self.settings.trigger
+        if mode not in SAMPLE_MODES or self.trigger.active or epoch < self.settings.start_epoch:
+            return None
+        rows = [self.tracker.view(name, epoch).history[-2:] for name in self.eligible]
+        previous, current = np.concatenate([r[0] for r in rows]), np.concatenate([r[1] for r in rows])
+        return sample_signal(mode, previous, current)
 
     def past_active_epochs(self, epoch: int) -> bool:
         """Whether the plan of ``epoch`` comes after the last of ``max_active_epochs`` (never when unset)."""
