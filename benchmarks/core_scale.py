@@ -27,11 +27,9 @@ import time
 
 import numpy as np
 
-from hardmine.core import GuardSettings, HardSamplePlan, Pool, SelectorSettings, build_epoch_schedule, sample_ids
-
+from hardmine.core import HardSamplePlan, MiningSettings, Pool, SelectorSettings, build_epoch_schedule, sample_ids
 from hardmine.core.selection import select_hard
-
-from hardmine.core.tracker import LossTracker, TrackerSettings
+from hardmine.core.tracker import LossTracker
 
 
 def _time(fn, repeats: int) -> float:
@@ -43,20 +41,24 @@ def _time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", type=int, default=1_000_000)
     ap.add_argument("--batch", type=int, default=1024)
     ap.add_argument("--repeats", type=int, default=3, help="epochs fed / timing repeats (>= 3 so the guard can judge)")
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     n = args.samples
     rng = np.random.default_rng(args.seed)
     name = "target"
     pools = [Pool(name, n), Pool("source_a", n // 2, 0.25), Pool("source_b", n // 3, 0.25)]
 
+    # hardmine's defaults: the tracker keeps what the default guard reads.
+    defaults = MiningSettings(start_epoch=0)
+    guard = defaults.noise_guard
+
     def fresh_tracker() -> LossTracker:
-        return LossTracker({name: n}, TrackerSettings(history_slots=3))
+        return LossTracker({name: n}, defaults.tracker_settings())
 
     tracker = fresh_tracker()
     ids = sample_ids(name, rng.permutation(n))
@@ -86,7 +88,6 @@ def main() -> None:
     ingest_us = statistics.median(ingest_times) / n * 1e6
 
     epoch = args.repeats - 1
-    guard = GuardSettings()
     select_times = {}
     selections = {}
     for mode, settings in {

@@ -58,12 +58,9 @@ epoch in every arm of a seed (the runs are identical until then);
   stays the real one) and marks all of them, with no guard. Where even this
   arm does not lower the hard slice's eval loss, a rule's null result on
   that task says little about the rule;
-* ``start_level_guard`` / ``learning_guard`` / ``sticky_guard`` /
-  ``improvement_guard``: the defaults with another guard rule
+* ``start_level_guard`` / ``learning_guard``: the defaults with another guard rule
   (``start_level``: the loss must fall below the median of the first epoch;
-  ``learning``: that, and below the sample's own early level; ``sticky``:
-  the own loss must fall 10% over 2 epochs, and a failure excludes for good;
-  ``improvement``: the same test judged afresh every epoch);
+  ``learning``: that, and below the sample's own early level);
 * ``weight2``: the defaults with hard weight 2 instead of 3 (fewer slots taken
   from the rest of the data);
 * ``active5`` / ``active3`` / ``unbounded``: the defaults reweighting for at
@@ -140,7 +137,7 @@ SWEEP: dict[str, dict | Callable[[int], dict]] = {
 }
 SWEEP_ARMS = tuple(SWEEP)
 ARMS = (
-    "uniform", "placebo", "defaults", "trigger_start", "trigger_tail", "trigger_stable", "start_level_guard", "learning_guard", "sticky_guard", "improvement_guard",
+    "uniform", "placebo", "defaults", "trigger_start", "trigger_tail", "trigger_stable", "start_level_guard", "learning_guard",
     "original", "guard_off", "correction_off", "weight2", "active5", "active3", "unbounded", "no_flag_for_good",
     "worst_tokens", "worst_tokens_guard_off", "descriptions", "descriptions_start_level", "descriptions_window2",
     "descriptions_weight2", "oracle", *SWEEP_ARMS,
@@ -271,10 +268,8 @@ def arm_section(arm: str, *, mine_from: int | None, train_size: int) -> dict[str
         },
         "guard_off": {**forced, "noise_guard": {"enabled": False}},
         "correction_off": {**forced, "aggregation": {"progress_correction": False}},
-        "improvement_guard": {**forced, "noise_guard": {"rule": "improvement"}},
         "start_level_guard": {**forced, "noise_guard": {"rule": "start_level"}},
         "learning_guard": {**forced, "noise_guard": {"rule": "learning"}},
-        "sticky_guard": {**forced, "noise_guard": {"rule": "sticky"}},
         "no_flag_for_good": {**forced, "noise_guard": {"flag_for_good": False}},
         "weight2": {**forced, "hard_weight": 2.0},
         # Mining reweights for a bounded number of epochs after the trigger, then every

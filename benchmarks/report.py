@@ -105,8 +105,7 @@ CALIBRATION_NOTES = {
 LIMITS = [
     "Every mining arm keeps the default trigger; other start epochs are compared only in the sensitivity sweep (text task).",
     "The sensitivity sweep changes one setting at a time, on the text task only: interactions between settings are not "
-    "measured. Not varied at all: `monitor` (the benchmark evaluates outside the Trainer), the guard's `min_improvement` "
-    "(used by the `improvement` and `sticky` rules only).",
+    "measured. Not varied at all: `monitor` (the benchmark evaluates outside the Trainer).",
     "Seed spread is large at these sizes: the `placebo` arm (order change, no reweighting) moves the paired "
     "differences by about as much as several arms do. Compare arms with the `Δ vs placebo` columns too.",
     "The VL task's hard slice is rare colour words on large objects, not crowded scenes or small faint objects: within "
@@ -685,7 +684,7 @@ FIELDS_SETTINGS = {"statistic": "fields", "fields": ["desc"]}  # the description
 def guard_pairs(rules: dict[str, str | None]) -> list[tuple[str, str]]:
     """Arms to set against each other, seed by seed: the guard rules (the newest against
     the one it replaced) and the description-word statistic under each of them."""
-    pairs = [(rules["learning"], rules["start_level"]), (rules["start_level"], rules["sticky"])]
+    pairs = [(rules["learning"], rules["start_level"])]
     return [(a, b) for a, b in pairs if a and b] + [("descriptions", "descriptions_start_level")]
 
 
@@ -814,7 +813,7 @@ def arm_by_settings(report: dict, task: str, **changes) -> str | None:
     return None
 
 
-GUARD_RULE_NAMES = ("learning", "start_level", "improvement", "sticky")
+GUARD_RULE_NAMES = ("learning", "start_level")
 
 
 def arm_changed_from(report: dict, task: str, base: str, **flat_changes) -> str | None:
@@ -872,10 +871,11 @@ def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def ran_with(recorded: dict[str, Any], key: str, today: Any) -> Any:
-    """A flat setting as a run recorded it; for a setting the run predates, what hardmine did before it existed."""
-    from hardmine.core.miner import BEFORE_IT_EXISTED
-
-    return recorded[key] if key in recorded else BEFORE_IT_EXISTED.get(key, today)
+    """A flat setting as a run recorded it; ``today`` for one the runs predate and that did not
+    change what they did, None for ``max_active_epochs`` (before it, mining ran to the end)."""
+    if key in recorded:
+        return recorded[key]
+    return None if key == "max_active_epochs" else today
 
 
 def long_evidence(long: dict | None, arm: str, what: str) -> str | None:
@@ -1043,7 +1043,6 @@ def defaults_table(report: dict, sweep: dict | None = None, long: dict | None = 
         ("aggregation.progress_correction", None, correction_evidence),
         ("noise_guard.enabled", None, guard_evidence),
         ("noise_guard.rule", rule_evidence(), None),
-        ("noise_guard.min_improvement", "used by rules `improvement` and `sticky` only; not varied", None),
         ("noise_guard.window", None, lambda task: knob_evidence(task, "noise_guard.window")),
         ("noise_guard.max_hard_streak", swept("streak2", "no_streak_cap"), None),
         ("noise_guard.flag_for_good",
@@ -1406,9 +1405,8 @@ def signal_rule_note(name: str, guard: dict[str, Any]) -> str:
     span = ("the guard's window" if window is None else "the last epoch" if window == 1
             else f"the last {window} epochs")
     rule = guard.get("rule", name)
-    if rule in ("improvement", "sticky"):
-        return (f"own raw loss must fall {pct(guard.get('min_improvement', 0.1), 0, sign=False)} across {span} "
-                "(rules `improvement`/`sticky` at their first selection)")
+    if rule in ("improvement", "sticky"):  # in signals.json files from before their retirement
+        return f"rule `{rule}`, retired: its own raw loss had to fall across {span}"
     if rule == "start_level":
         return f"mean raw loss of {span} below the median of epoch 0"
     if rule == "learning":
@@ -1557,8 +1555,7 @@ def build_page(
             L += per_seed_table(entry)
             L += [""]
             rules = guard_rule_arms(report, task)
-            guarded = (rules["current"], rules["start_level"], rules["learning"], rules["improvement"], rules["sticky"],
-                       "descriptions", "descriptions_start_level")
+            guarded = (rules["current"], rules["start_level"], rules["learning"], "descriptions", "descriptions_start_level")
             for arm in dict.fromkeys(a for a in guarded if a and a in entry["arms"]):
                 g = guard_table(entry, arm)
                 if g:

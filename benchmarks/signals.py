@@ -46,7 +46,6 @@ import quality  # noqa: E402  (the tasks and provenance are the quality benchmar
 #: Candidate guards (``noise_guard`` sections), replayed as hardmine runs them.
 RULES: dict[str, dict[str, Any]] = {
     "none": {"enabled": False},
-    "improvement": {"rule": "improvement"},
     "start_level": {"rule": "start_level"},  # the default guard (window 3)
     "start_level_window2": {"rule": "start_level", "window": 2},  # the default until 00ecd35
     "start_level_window1": {"rule": "start_level", "window": 1},

@@ -181,10 +181,10 @@ def test_mining_settings_from_a_file_of_their_own(tmp_path):
     from hardmine.config import load_mining_settings
 
     path = tmp_path / "mining.yaml"
-    path.write_text("start_epoch: 1\nselector: {mode: top_k, k: 8}\nnoise_guard: {rule: improvement}\n")
+    path.write_text("start_epoch: 1\nselector: {mode: top_k, k: 8}\nnoise_guard: {rule: learning}\n")
     settings = load_mining_settings(path)
     assert settings.enabled and settings.start_epoch == 1 and settings.selector.k == 8
-    assert settings.noise_guard.rule == "improvement"
+    assert settings.noise_guard.rule == "learning"
     path.write_text("hard_sample_mining: {enabled: false}\n")
     assert load_mining_settings(path).enabled is False
     # No rule named: the recorded statistic's (start_level for the mean, learning for fields).

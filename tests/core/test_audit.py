@@ -31,7 +31,7 @@ def mine(selector: SelectorSettings, guard: GuardSettings, epochs: int = 5, seed
         loss = rng.uniform(0.5, 1.5, seen.size) * 0.8**epoch
         loss[seen < 20] *= 3.0
         noisy = (seen >= 20) & (seen < 30)
-        loss[noisy] = 2.0  # flat: the guard's not_improving rule
+        loss[noisy] = 2.0  # flat, at the start level: the guard's at_start_level test
         ids = np.concatenate([sample_ids("target", seen), sample_ids("src", np.arange(50))])
         losses = np.concatenate([loss, rng.uniform(0.5, 1.5, 50) * 0.8**epoch]).astype(np.float32)
         order = rng.permutation(ids.size)
@@ -51,7 +51,7 @@ def mine(selector: SelectorSettings, guard: GuardSettings, epochs: int = 5, seed
 )
 @pytest.mark.parametrize("guard_on", [True, False])
 def test_the_selection_is_recomputed_from_the_file_alone(tmp_path, selector, guard_on):
-    guard = GuardSettings(enabled=guard_on, min_improvement=0.05, window=2, max_hard_streak=2)
+    guard = GuardSettings(enabled=guard_on, window=2, max_hard_streak=2)
     for report in mine(selector, guard)[1:]:
         path = write_population(report.population, tmp_path)
         population = read_population(path)
@@ -70,10 +70,8 @@ def test_the_selection_is_recomputed_from_the_file_alone(tmp_path, selector, gua
         assert np.array_equal(cols["excluded"] == 0, cols["eligible"])
 
 
-def test_the_sticky_guard_rule_is_recorded_and_replayed(tmp_path):
-    if "rule" not in GuardSettings.__dataclass_fields__:
-        pytest.skip("this engine has no sticky guard rule")
-    guard = GuardSettings(min_improvement=0.05, window=2, max_hard_streak=2, rule="sticky")
+def test_flags_for_good_are_recorded_and_replayed(tmp_path):
+    guard = GuardSettings(window=1, max_hard_streak=2, rule="start_level")
     reports = mine(SelectorSettings(mode="percentile", value=0.1), guard)
     last = reports[-1]
     pop = read_population(write_population(last.population, tmp_path))
@@ -83,13 +81,13 @@ def test_the_sticky_guard_rule_is_recorded_and_replayed(tmp_path):
 
 
 def test_rules_name_why_samples_were_left_out(tmp_path):
-    guard = GuardSettings(min_improvement=0.05, window=2, max_hard_streak=2, rule="improvement")
+    guard = GuardSettings(window=2, max_hard_streak=2, rule="start_level")
     reports = mine(SelectorSettings(mode="top_k", k=15, value=None), guard)
-    pop = reports[2].population  # epoch 2: samples 0..29 seen for the first time
+    pop = reports[1].population  # epoch 1: samples 0..29 not seen yet
     base = pop.columns["base_idx"]
-    assert set(base[pop.rule_mask("insufficient_history")].tolist()) == set(range(30))
+    assert set(base[pop.rule_mask("unobserved")].tolist()) == set(range(30))
     pop = reports[4].population
-    assert set(range(20, 30)) <= set(base[pop.rule_mask("not_improving")].tolist())  # the flat, noisy ones
+    assert set(range(20, 30)) <= set(base[pop.rule_mask("at_start_level")].tolist())  # the flat, noisy ones
     assert pop.rule_mask("hard_streak").sum() > 0  # hard in the plans of epochs 2 and 3
     assert pop.meta["rules"] == list(EXCLUSION_RULES)
     assert pop.meta["selector"] == {"mode": "top_k", "params": {"k": 15}}

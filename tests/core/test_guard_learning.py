@@ -5,7 +5,8 @@ import pytest
 
 from hardmine.core import GuardSettings, HardSampleMiner, MiningSettings, SelectorSettings, sample_ids
 from hardmine.core.audit import population_table, recompute_selection
-from hardmine.core.selection import EarlyLevels, judge_guard, not_below_own_start, select_hard
+from hardmine.core.guard import EarlyLevels, judge_guard, not_below_own_start
+from hardmine.core.selection import select_hard
 from hardmine.core.tracker import LossTracker, TrackerSettings
 
 LEARNING = GuardSettings(rule="learning", window=2, max_hard_streak=16)
@@ -17,8 +18,9 @@ NO_BITS = np.zeros(4, np.uint16)
 def test_an_unset_rule_follows_the_recorded_statistic(statistic, rule):
     assert MiningSettings(sample_loss={"statistic": statistic}).noise_guard.rule == rule
     assert MiningSettings(sample_loss={"statistic": statistic}, noise_guard={"window": 3}).noise_guard.rule == rule
-    chosen = MiningSettings(sample_loss={"statistic": statistic}, noise_guard={"rule": "improvement"})
-    assert chosen.noise_guard.rule == "improvement"  # a rule the user names is kept
+    other = "learning" if rule == "start_level" else "start_level"
+    chosen = MiningSettings(sample_loss={"statistic": statistic}, noise_guard={"rule": other})
+    assert chosen.noise_guard.rule == other  # a rule the user names is kept
 
 
 def _feed(tracker, epoch, losses):

@@ -7,7 +7,8 @@ import pytest
 
 from hardmine.core import GuardSettings, HardSampleMiner, MiningSettings, SelectorSettings, sample_ids
 from hardmine.core.audit import population_table, recompute_selection
-from hardmine.core.selection import judge_guard, recent_raw_loss, select_hard
+from hardmine.core.guard import judge_guard, recent_raw_loss
+from hardmine.core.selection import select_hard
 from hardmine.core.tracker import LossTracker, TrackerSettings
 
 START_LEVEL = GuardSettings(rule="start_level", window=2, max_hard_streak=16)
@@ -70,31 +71,13 @@ def test_tracker_fixes_the_start_level_at_the_first_observed_epoch():
     assert restored.view("t", 4).start_level == 2.0 and restored.view("t", 4).first_epoch == 0
 
 
-def test_tracker_refuses_a_state_without_start_levels():
+def test_tracker_refuses_a_state_of_another_format():
     tracker = LossTracker({"t": 2})
-    state = tracker.state_dict()
-    state["format"] = 1
-    del state["start_levels"]
-    with pytest.raises(ValueError, match="format 1; expected 2 or 3 .format 1 was written by a hardmine without"):
-        LossTracker({"t": 2}).load_state_dict(state)
-
-
-def test_tracker_loads_a_state_from_before_the_early_levels_with_none_known():
-    tracker = LossTracker({"t": 2})
-    for epoch in range(3):
-        _feed(tracker, epoch, np.array([2.0, 1.0]))
-        tracker.close_epoch(epoch)
     state = tracker.state_dict()
     state["format"] = 2
-    del state["early_loss"], state["early_epoch"]
-    restored = LossTracker({"t": 2})
-    restored.load_state_dict(state)
-    view = restored.view("t", 2)
-    assert np.isnan(view.early_loss).all() and (view.early_epoch < 0).all()
-    assert view.start_level == tracker.view("t", 2).start_level
-    _feed(restored, 3, np.array([3.0, 3.0]))
-    restored.close_epoch(3)  # a level from after the resume would be a late one: none is taken
-    assert np.isnan(restored.view("t", 3).early_loss).all()
+    del state["early_loss"]
+    with pytest.raises(ValueError, match="unsupported tracker state format 2; expected 3"):
+        LossTracker({"t": 2}).load_state_dict(state)
 
 
 # Sample 0 carries a wrong label: its loss rises as the model learns the task.

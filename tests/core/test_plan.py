@@ -60,15 +60,15 @@ def test_dump_rows_say_where_each_sample_lives_and_what_the_decision_used(tmp_pa
     assert catalog.slice_counts() == {"easy": 8, "hard": 2}
 
 
-def test_version_1_dumps_still_load(tmp_path):
+def test_a_dump_of_an_earlier_format_is_refused_by_name(tmp_path):
     old = tmp_path / "hard_samples_epoch_3.json"
     old.write_text(json.dumps({
         "format": "hardmine.hard_samples/1", "epoch": 3, "version": 1,
         "selection": {"mode": "top_k", "params": {"k": 1}}, "weights": {"hard": 2.0, "min": 1.0, "max": 2.0},
         "num_hard": 1, "samples": [{"sample_id": sample_id("target", 5), "dataset": "target", "base_idx": 5, "loss": 1.0}],
     }))
-    plan = HardSamplePlan.load(old)
-    assert plan.epoch == 3 and plan.base_idx["target"].tolist() == [5] and plan.hard_weight == 2.0
+    with pytest.raises(ValueError, match="hardmine.hard_samples/1', written by an earlier hardmine; this version reads only"):
+        HardSamplePlan.load(old)
 
 
 def test_dump_round_trip_and_empty_plan(tmp_path):

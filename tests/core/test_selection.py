@@ -5,10 +5,8 @@ from hypothesis import strategies as st
 
 from hardmine.core import GuardSettings, SelectorSettings, SettingError, sample_ids
 
-from hardmine.core.selection import guard_mask, select_hard, select_percentile, select_threshold, select_top_k
-
+from hardmine.core.selection import percentile_count, select_hard, select_percentile, select_threshold, select_top_k
 from hardmine.core.tracker import LossTracker, TrackerSettings
-from hardmine.core.selection import percentile_count, raw_improvement, streak_reached
 
 values_st = st.lists(st.sampled_from([0.5, 1.0, 1.5, 2.0, 3.0]), min_size=0, max_size=40)
 
@@ -86,43 +84,6 @@ def test_invalid_selector_names_key_value_and_range(kwargs, key):
         SelectorSettings(**kwargs)
 
 
-def test_invalid_guard_settings():
-    with pytest.raises(SettingError, match="noise_guard.min_improvement"):
-        GuardSettings(min_improvement=1.0)
-    with pytest.raises(SettingError, match="noise_guard.max_hard_streak"):
-        GuardSettings(max_hard_streak=0)
-
-
-def test_raw_improvement_uses_oldest_and_newest_seen_epochs():
-    nan = np.nan
-    history = np.array(
-        [
-            [2.0, 2.0, nan, 2.0, 0.0],
-            [nan, 1.9, nan, nan, 0.0],
-            [1.0, nan, 3.0, nan, 0.0],
-        ]
-    )
-    improvement, judgeable = raw_improvement(history)
-    assert judgeable.tolist() == [True, True, False, False, True]
-    np.testing.assert_allclose(improvement[:2], [0.5, 0.05])
-    assert improvement[4] == 0.0  # a zero loss cannot improve
-
-
-def test_streak():
-    bits = np.array([0b111, 0b011, 0b1111, 0b101], np.uint16)
-    assert streak_reached(bits, 3).tolist() == [True, False, True, False]
-
-
-def test_guard_counts_each_rule():
-    history = np.array([[2.0, 2.0, 2.0, np.nan], [1.0, 1.95, 1.0, 1.0]])
-    bits = np.array([0, 0, 0b111, 0], np.uint16)
-    ok, counts = guard_mask(history, bits, GuardSettings(rule="sticky", window=1, max_hard_streak=3))
-    assert ok.tolist() == [True, False, False, False]
-    assert counts == {"insufficient_history": 1, "not_improving": 1, "hard_streak": 1, "flagged_earlier": 0}
-    ok, counts = guard_mask(history, bits, GuardSettings(enabled=False))
-    assert ok.all() and counts == {}
-
-
 def _tracker_with(losses_by_epoch, n, **kw):
     tracker = LossTracker({"t": n}, TrackerSettings(progress_correction=False, aggregation="mean", **kw))
     for epoch, losses in enumerate(losses_by_epoch):
@@ -147,7 +108,7 @@ def test_select_hard_guard_off_is_exactly_the_selector_over_observed():
 
 @pytest.mark.parametrize(
     "rule, excluded_by",
-    [("learning", "at_start_level"), ("start_level", "at_start_level"), ("improvement", "not_improving")],
+    [("learning", "at_start_level"), ("start_level", "at_start_level")],
 )
 def test_select_hard_guard_excludes_flat_losses(rule, excluded_by):
     # Sample 0: high and flat (mislabelled-like); sample 1: high and falling.

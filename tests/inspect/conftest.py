@@ -62,7 +62,7 @@ def tiny_runs(tmp_path_factory):
     fusion = make_dataset(tmp / "data", seed=0, target_size=48, source_sizes={"shapes_a": 24, "shapes_b": 24}, val_size=16)
     mining = {
         "enabled": True, "start_epoch": 1, "plateau_delta": 1.0, "selector": {"mode": "percentile", "value": 0.25},
-        "noise_guard": {"window": 1, "min_improvement": 0.0}, "dump_population": True,
+        "noise_guard": {"window": 1}, "dump_population": True,
         # The token-aware statistic, end to end: YAML, tiled loss, dump, inspect.
         "sample_loss": {"statistic": "worst_tokens", "tokens": 2},
     }

@@ -30,7 +30,7 @@ def sim_run(tmp_path):
     settings = MiningSettings(
         start_epoch=1, plateau_delta=0.9,
         selector=SelectorSettings(mode="top_k", k=5, value=None),
-        noise_guard=GuardSettings(rule="sticky", min_improvement=0.01),
+        noise_guard=GuardSettings(enabled=False),  # the simulated hard samples stay hard: none is a wrong label
     )
     mining = HardMining(replace(settings, dump_population=True), POOLS, ScheduleSampler(POOLS, seed=0), output_dir=run, catalogs={"target": catalog})
     for epoch in range(3):
@@ -62,18 +62,13 @@ def test_a_run_whose_mining_finished_says_so_per_epoch(tmp_path, cli):
     assert rc == 0 and "\n    0  off " in out and "\n    2  finished " in out
 
 
-def test_version_1_dumps_are_still_inspected(sim_run, cli):
-    for path in sim_run.glob("hard_samples_epoch_*.json"):
-        data = json.loads(path.read_text())
-        old = {k: data[k] for k in ("epoch", "version", "selection", "weights", "num_hard")}
-        old["format"] = "hardmine.hard_samples/1"
-        old["samples"] = [{k: r[k] for k in ("sample_id", "dataset", "base_idx", "loss")} for r in data["samples"]]
-        path.write_text(json.dumps(old))
-    (sim_run / "hard_samples_epochs.jsonl").unlink()
-    rc, out, err = cli("inspect", sim_run, "--json")
-    assert rc == 0, err
-    epoch = json.loads(out)["epochs"][-1]
-    assert epoch["num_hard"] == 5 and epoch["loss_quantiles"]["hard"]["max"] == epoch["hardest"][0]["loss"]
+def test_a_dump_of_an_earlier_format_is_named_and_refused(sim_run, cli):
+    path = sorted(sim_run.glob("hard_samples_epoch_*.json"))[-1]
+    data = json.loads(path.read_text())
+    data["format"] = "hardmine.hard_samples/1"
+    path.write_text(json.dumps(data))
+    rc, out, err = cli("inspect", sim_run)
+    assert rc == 2 and "hardmine.hard_samples/1" in err and "this hardmine reads 'hardmine.hard_samples/2'" in err
 
 
 def expect_user_error(cli, tmp_path, *args, match: str):

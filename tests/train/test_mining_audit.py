@@ -14,7 +14,7 @@ from simulation import simulate_epoch
 SETTINGS = MiningSettings(
     start_epoch=1, plateau_delta=0.9,
     selector=SelectorSettings(mode="top_k", k=5, value=None),
-    noise_guard=GuardSettings(rule="sticky", min_improvement=0.01),
+    noise_guard=GuardSettings(enabled=False),  # the simulated hard samples stay hard: none is a wrong label
 )
 POOLS = [Pool("target", 40), Pool("src", 20, 0.5)]
 CATALOG = SampleCatalog(

@@ -11,7 +11,8 @@ from .identity import sample_id, sample_ids, split_sample_ids
 from .miner import AggregationSettings, EpochReport, HardSampleMiner, MiningSettings, SampleLossSettings
 from .plan import DUMP_FORMAT, HardSamplePlan, dump_filename
 from .schedule import EpochSchedule, Pool, build_epoch_schedule
-from .selection import GuardSettings, SelectorSettings
+from .guard import GuardSettings
+from .selection import SelectorSettings
 from .trigger import TriggerSettings
 
 __all__ = [

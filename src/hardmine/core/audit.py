@@ -36,12 +36,9 @@ breaks selection ties)::
 ``meta`` (a JSON string in the array ``meta``) holds the format, epoch, scale,
 selector mode and params, guard settings, datasets and names of rules and
 slices. Rules, in bit order: ``unobserved`` (no observation entered the
-aggregate), then the guard's ``insufficient_history``, ``not_improving``
-(rules ``improvement`` and ``sticky``), ``hard_streak``, ``flagged_earlier``
-(rules ``sticky``, ``start_level`` and ``learning``), ``at_start_level`` (rules
-``start_level`` and ``learning``; meta ``start_levels`` holds each dataset's level) and
-``not_below_own_start`` (rule ``learning``); see
-:mod:`hardmine.core.selection`. An unobserved sample carries only its first
+aggregate), then the guard's exclusions in the order of
+:data:`hardmine.core.guard.EXCLUSIONS` (meta ``start_levels`` holds each
+dataset's start level). An unobserved sample carries only its first
 bit, as the guard never judges it.
 """
 
@@ -59,13 +56,11 @@ import numpy as np
 
 from .files import write_atomically
 from .identity import dataset_key, sample_ids
-from .selection import GuardSettings, GuardVerdict, Selection, SelectorSettings, apply_selector, judge_view
+from .guard import EXCLUSIONS, GuardSettings, GuardVerdict, judge_view
+from .selection import Selection, SelectorSettings, apply_selector
 
-POPULATION_FORMAT = "hardmine.population/1"
-EXCLUSION_RULES = (
-    "unobserved", "insufficient_history", "not_improving", "hard_streak", "flagged_earlier", "at_start_level",
-    "not_below_own_start",
-)
+POPULATION_FORMAT = "hardmine.population/2"
+EXCLUSION_RULES = ("unobserved", *EXCLUSIONS)
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 HISTOGRAM_BINS = 40
 
@@ -199,7 +194,7 @@ def population_table(
 ) -> Population:
     """The population behind ``selection``; call before the tracker closes ``epoch``.
 
-    ``flagged``: the guard's memory the selection was given (rules ``sticky``, ``start_level``, ``learning``).
+    ``flagged``: the guard's memory the selection was given (``flag_for_good``).
     Eligibility and the rule bits come from :func:`judge_guard`, the function
     the selection used: the bits say why each other sample was left out.
     """

@@ -21,7 +21,8 @@ import numpy as np
 from .audit import Population, population_table
 from .errors import MINING_KEY, SettingError, UserInputError, check_range
 from .plan import HardSamplePlan
-from .selection import DEFAULT_GUARD_RULES, GuardSettings, Selection, SelectorSettings, select_hard
+from .guard import DEFAULT_GUARD_RULES, GuardSettings
+from .selection import Selection, SelectorSettings, select_hard
 from .tracker import LossTracker, TrackerSettings
 from .trigger import SAMPLE_MODES, Trigger, TriggerSettings, sample_signal
 
@@ -30,6 +31,9 @@ from .trigger import SAMPLE_MODES, Trigger, TriggerSettings, sample_signal
 #: config (a plain dict: the core does not import pydantic). Unknown keys are errors.
 _STRICT = {"extra": "forbid"}
 
+
+#: The mining state a checkpoint holds; a state of another format is refused with one message.
+MINING_STATE_FORMAT = "hardmine.mining-state/2"
 
 #: Statistics of a sample's token losses that mining can record.
 SAMPLE_LOSS_STATISTICS = ("mean", "worst_tokens", "fields")
@@ -227,7 +231,7 @@ class HardSampleMiner:
         self.tracker = LossTracker(datasets, self.settings.tracker_settings())
         self.trigger = Trigger(self.settings.trigger_settings())
         self.plan: HardSamplePlan | None = None
-        # Guard rules "sticky", "start_level" and "learning": per eligible dataset, which samples are excluded for good.
+        # The guard's flag_for_good: per eligible dataset, which samples are excluded for good.
         self.flagged: dict[str, np.ndarray] = {}
 
     def observe(self, sample_ids, losses, *, epoch: int, steps) -> None:
@@ -258,7 +262,7 @@ class HardSampleMiner:
             )
         if active:
             s = self.settings
-            earlier_flags = self.flagged  # what this selection's guard saw (rules sticky, start_level, learning)
+            earlier_flags = self.flagged  # what this selection's guard saw
             selection = select_hard(self.tracker, self.eligible, epoch, s.selector, s.guard, flagged=self.flagged)
             self.flagged = dict(selection.flagged)
             hard_stats = self._hard_stats(selection, epoch)
@@ -314,6 +318,7 @@ class HardSampleMiner:
 
     def state_dict(self) -> dict[str, Any]:
         return {
+            "format": MINING_STATE_FORMAT,
             "settings": self.settings.decision_dict(),
             "eligible": list(self.eligible),
             "tracker": self.tracker.state_dict(),
@@ -324,12 +329,15 @@ class HardSampleMiner:
 
     def check_state(self, state: Mapping[str, Any]) -> None:
         """Raise :class:`MiningStateMismatch`, naming each changed key, unless ``state`` fits these settings."""
+        found = state.get("format") if isinstance(state, Mapping) else None
+        if found != MINING_STATE_FORMAT:
+            raise MiningStateMismatch(
+                f"the checkpoint's mining state has format {found!r}; this hardmine reads only {MINING_STATE_FORMAT!r} "
+                "(a state written by an earlier version of hardmine, which this one does not read): start a new run"
+            )
         changed = settings_changes(state["settings"], self.settings.decision_dict())
         if list(state["eligible"]) != list(self.eligible):
             changed.append(f"mined datasets: {list(state['eligible'])} in the checkpoint, {list(self.eligible)} now")
-        for key, hint in MOVED_DEFAULTS.items():
-            if any(c.startswith(f"{MINING_KEY}.{key}:") for c in changed):
-                changed.append(f"{hint}; set it to the checkpoint's to resume")
         if changed:
             raise MiningStateMismatch(
                 "the checkpoint's mining state was made with other settings; resume with the same settings "
@@ -341,21 +349,7 @@ class HardSampleMiner:
         self.tracker.load_state_dict(state["tracker"])
         self.trigger.load_state_dict(state["trigger"])
         self.plan = None if state["plan"] is None else HardSamplePlan.from_state_dict(state["plan"])
-        # Absent in states saved before the sticky rule existed: nothing flagged then.
-        self.flagged = {name: np.asarray(flags, bool) for name, flags in (state.get("flagged") or {}).items()}
-
-
-
-# Defaults that moved between hardmine versions: a checkpoint from before ran the old one, and
-# resuming it names the move next to the changed key.
-MOVED_DEFAULTS = {
-    # Earlier hardmine chose start_level for every statistic; fields now gets learning.
-    "noise_guard.rule": "an unset noise_guard.rule follows sample_loss.statistic",
-    "noise_guard.window": "the default noise_guard.window is 3 (it was 2)",
-    "max_active_epochs": "the default max_active_epochs is 5 (before the setting, mining went on to the end: null)",
-}
-# Settings that came with a new default behaviour: what a checkpoint from before them ran with.
-BEFORE_IT_EXISTED = {"max_active_epochs": None}
+        self.flagged = {name: np.asarray(flags, bool) for name, flags in state["flagged"].items()}
 
 
 class MiningStateMismatch(UserInputError):
@@ -376,10 +370,6 @@ def _flatten_settings(tree: Mapping[str, Any], prefix: str = "") -> dict[str, An
 def settings_changes(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
     """One line per setting that differs, named by its YAML key: ``key: old in the checkpoint, new now``."""
     old, new = _flatten_settings(saved), _flatten_settings(current)
-    # A setting added after the checkpoint was written: the checkpoint ran with its default
-    # then (BEFORE_IT_EXISTED), which is today's unless the setting came with a new behaviour.
-    defaults = {**_flatten_settings(MiningSettings().decision_dict()), **BEFORE_IT_EXISTED}
-    old = {**{path: defaults[path] for path in new.keys() - old.keys() if path in defaults}, **old}
     lines = []
     for path in sorted(set(old) | set(new)):
         if old.get(path) != new.get(path):

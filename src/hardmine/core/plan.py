@@ -14,9 +14,9 @@ Dump format (``hard_samples_epoch_{n}.json``), version 2::
       "num_hard": 2,
       "decision": {                       # what the selection saw (may be absent)
         "monitor": "train_loss", "monitored": 0.71,
-        "sample_loss": {"statistic": "mean", "tokens": 3},   # what each loss is (absent before it existed)
+        "sample_loss": {"statistic": "mean", "tokens": 3},   # what each loss is
         "observed": 120, "eligible": 96,
-        "excluded": {"insufficient_history": 0, "not_improving": 20, "hard_streak": 4},
+        "excluded": {"insufficient_history": 0, "at_start_level": 20, "hard_streak": 4},
         "loss_scale": 0.69,               # training-loss level: aggregate = corrected * scale
         "cut": 1.93,                      # lowest hard loss, or the threshold
         "quantiles": {"all": {"min": .., "q10": .., ..., "max": .., "mean": ..}, "hard": {...}},
@@ -40,9 +40,6 @@ loss, ``count`` the observations in the aggregate. The location fields
 integration knows them (:class:`hardmine.core.audit.SampleCatalog`).
 ``weights.max`` is 1 when the plan is empty. Non-finite numbers are written
 as null (JSON has no NaN).
-
-Version 1 dumps (``hardmine.hard_samples/1``: the header and rows of
-``sample_id``, ``dataset``, ``base_idx``, ``loss`` only) are still read.
 """
 
 from __future__ import annotations
@@ -60,8 +57,6 @@ from .files import write_atomically
 from .identity import sample_ids
 
 DUMP_FORMAT = "hardmine.hard_samples/2"
-#: Dump formats :meth:`HardSamplePlan.from_json_dict` reads (the plan part of each).
-READABLE_DUMP_FORMATS = ("hardmine.hard_samples/1", DUMP_FORMAT)
 
 
 def dump_filename(epoch: int) -> str:
@@ -162,9 +157,11 @@ class HardSamplePlan:
 
     @classmethod
     def from_json_dict(cls, data: Mapping[str, Any]) -> "HardSamplePlan":
-        if not isinstance(data, Mapping) or data.get("format") not in READABLE_DUMP_FORMATS:
-            got = data.get("format") if isinstance(data, Mapping) else type(data).__name__
-            raise ValueError(f"not a hardmine hard-sample dump: format {got!r}, expected one of {list(READABLE_DUMP_FORMATS)}")
+        got = data.get("format") if isinstance(data, Mapping) else type(data).__name__
+        if isinstance(got, str) and got.startswith("hardmine.hard_samples/") and got != DUMP_FORMAT:
+            raise ValueError(f"a hard-sample dump of format {got!r}, written by an earlier hardmine; this version reads only {DUMP_FORMAT!r}")
+        if got != DUMP_FORMAT:
+            raise ValueError(f"not a hardmine hard-sample dump: format {got!r}, expected {DUMP_FORMAT!r}")
         base: dict[str, list] = {}
         losses: dict[str, list] = {}
         for s in data["samples"]:

@@ -18,7 +18,7 @@ array           dtype      meaning
 ``early_loss``  float16    raw loss in the first epoch, after its dataset's
                            first observed epoch, in which the sample was seen
                            (NaN: none yet); the guard's rule ``learning``
-``early_epoch`` int32      that epoch (-1: none yet; -2: none will come)
+``early_epoch`` int32      that epoch (-1: none yet)
 ==============  =========  ====================================================
 
 That is 32 bytes a sample with EMA and four history slots (the default guard's
@@ -70,7 +70,7 @@ _FLOAT16_MAX = float(np.finfo(np.float16).max)
 _LEVEL_FLOOR = 1e-12
 _FLUSH_AT = 1 << 22  # observations buffered before an automatic flush
 NO_EARLY_YET = -1  # early_epoch: the sample's early level is still to come
-NO_EARLY_EVER = -2  # early_epoch: none will come (a state from before early levels was loaded)
+TRACKER_STATE_FORMAT = 3
 AGGREGATIONS = ("mean", "ema")
 
 
@@ -524,7 +524,7 @@ class LossTracker:
     def state_dict(self) -> dict[str, Any]:
         self.flush()
         state = {
-            "format": 3,
+            "format": TRACKER_STATE_FORMAT,
             "settings": asdict(self.settings),
             "datasets": {n: int(s) for n, s in zip(self.names, self.sizes)},
             "count": self.count.copy(),
@@ -553,21 +553,12 @@ class LossTracker:
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        if state.get("format") not in (2, 3):
-            raise ValueError(
-                f"unsupported tracker state format {state.get('format')!r}; expected 2 or 3 "
-                "(format 1 was written by a hardmine without the guard's start level)"
-            )
-        # Format 2 predates the samples' early levels: a run resumed from it never gets
-        # them (the epoch they come from is past; a later one would be a late level, not
-        # an early one), so rule learning judges it by the start level alone. The mean's
-        # default rule, start_level, never reads them.
-        arrays = ["count", "mean", "last", "hard_bits", "history", "history_epochs", "start_levels", "start_epochs"]
-        if state["format"] == 3:
-            arrays += ["early_loss", "early_epoch"]
-        else:
-            self.early_loss[...] = np.nan
-            self.early_epoch[...] = NO_EARLY_EVER
+        if state.get("format") != TRACKER_STATE_FORMAT:
+            raise ValueError(f"unsupported tracker state format {state.get('format')!r}; expected {TRACKER_STATE_FORMAT}")
+        arrays = [
+            "count", "mean", "last", "hard_bits", "history", "history_epochs", "start_levels", "start_epochs",
+            "early_loss", "early_epoch",
+        ]
         if dict(state["datasets"]) != {n: int(s) for n, s in zip(self.names, self.sizes)}:
             raise ValueError(
                 f"tracker state holds datasets {dict(state['datasets'])}, "

@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from .report import GUARD_RULES, curves
+from ..core.guard import EXCLUSIONS
+from .report import curves
 from .run import Run
 
 MAX_DISTRIBUTIONS = 6  # more overlaid histograms stop being readable
@@ -76,12 +77,10 @@ def draw_sizes(ax, report: dict[str, Any]) -> None:
     eligible = [(e["epoch"], e["eligible"]) for e in report["epochs"] if e.get("eligible") is not None]
     if eligible:
         ax.plot(*zip(*eligible), "o-", color="tab:green", label="eligible")
-    styles = {"insufficient_history": "tab:grey", "not_improving": "tab:orange", "hard_streak": "tab:purple",
-              "flagged_earlier": "tab:brown", "at_start_level": "tab:red", "not_below_own_start": "tab:pink"}
-    for rule in GUARD_RULES:
+    for rule in EXCLUSIONS:
         points = [(e["epoch"], e["excluded"][rule]) for e in report["epochs"] if (e.get("excluded") or {}).get(rule) is not None]
         if points and any(v for _, v in points):
-            ax.plot(*zip(*points), "s--", color=styles[rule], label=f"excluded: {rule.replace('_', ' ')}")
+            ax.plot(*zip(*points), "s--", color=EXCLUSIONS[rule].colour, label=f"excluded: {rule.replace('_', ' ')}")
     inactive = [e["epoch"] for e in report["epochs"] if not e["active"]]
     for i, epoch in enumerate(inactive):
         ax.axvspan(epoch - 0.5, epoch + 0.5, color="0.9", zorder=0, label="mining off" if i == 0 else None)

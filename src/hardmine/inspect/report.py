@@ -13,15 +13,9 @@ from typing import Any, Iterable
 import numpy as np
 
 from ..core.audit import quantiles
+from ..core.guard import EXCLUSIONS
 from .run import Run
 
-GUARD_RULES = (
-    "insufficient_history", "at_start_level", "not_below_own_start", "not_improving", "hard_streak", "flagged_earlier",
-)
-_SHORT_RULE = {
-    "insufficient_history": "history", "at_start_level": "start", "not_below_own_start": "own",
-    "not_improving": "flat", "hard_streak": "streak", "flagged_earlier": "flagged",
-}
 
 
 # ------------------------------------------------------------------ epochs
@@ -124,7 +118,7 @@ def epoch_report(run: Run, epoch: int, previous_dump: dict | None, top: int) -> 
     population = population_summary(run, epoch)
     excluded = decision.get("excluded")
     if excluded is None:  # a format-1 dump: the counts are only in the metrics
-        excluded = {r: int(hsm[f"hsm/excluded_{r}"]) for r in GUARD_RULES if f"hsm/excluded_{r}" in hsm}
+        excluded = {r: int(hsm[f"hsm/excluded_{r}"]) for r in EXCLUSIONS if f"hsm/excluded_{r}" in hsm}
     hard_losses = np.array([r["loss"] for r in rows if r["loss"] is not None], np.float64)
     summary = decision.get("quantiles") or {}
     out.update(
@@ -244,7 +238,7 @@ def format_report(report: dict[str, Any], top: int = 10, epoch: int | None = Non
             lines.append(f"{e['epoch']:>5}  {state:<8} {_f(e['monitored']):>9}")
             continue
         ex = e["excluded"] or {}
-        excl = ", ".join(f"{_SHORT_RULE.get(r, r)} {n}" for r, n in ex.items() if n) or "none"
+        excl = ", ".join(f"{EXCLUSIONS[r].label if r in EXCLUSIONS else r} {n}" for r, n in ex.items() if n) or "none"
         q = e["loss_quantiles"]
         eligible = "-" if e["eligible"] is None else str(e["eligible"])
         lines.append(
@@ -259,10 +253,7 @@ def format_report(report: dict[str, Any], top: int = 10, epoch: int | None = Non
     lines.append("")
     lines.append(f"loss: {describe_sample_loss(active[-1]['sample_loss'])}, aggregated over epochs (the dump's loss)")
     lines.append("churn: Jaccard distance between this plan's hard set and the previous plan's (1 = all new)")
-    lines.append("excluded: history = seen in too few epochs to judge, start = loss still at the first epoch's median")
-    lines.append("          (rules start_level, learning; likely a wrong label), own = loss not below the sample's own")
-    lines.append("          early level (rule learning), flat = loss not improving (rules improvement, sticky),")
-    lines.append("          streak = hard in too many plans in a row, flagged = excluded for good at an earlier epoch")
+    lines += [f"{'excluded:' if i == 0 else '':9} {e.label} = {e.meaning}" for i, e in enumerate(EXCLUSIONS.values())]
     for e in active:
         if e["slices"]:
             s = e["slices"]

@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 from ..core.audit import Population, read_population
 from ..core.errors import UserInputError
-from ..core.plan import READABLE_DUMP_FORMATS
+from ..core.plan import DUMP_FORMAT
 
 DUMP_PATTERN = re.compile(r"^hard_samples_epoch_(\d+)\.json$")
 EPOCH_LOG = "hard_samples_epochs.jsonl"  # as hardmine.train.mining writes it
@@ -118,9 +118,9 @@ def _read_json(path: Path) -> Any:
 def read_dump(path: Path, epoch: int) -> dict[str, Any]:
     """One dump, checked for what inspect reads."""
     data = _read_json(path)
-    if not isinstance(data, dict) or data.get("format") not in READABLE_DUMP_FORMATS:
+    if not isinstance(data, dict) or data.get("format") != DUMP_FORMAT:
         got = data.get("format") if isinstance(data, dict) else type(data).__name__
-        raise InspectError(f"{path}: not a hardmine hard-sample dump (format {got!r}; expected one of {list(READABLE_DUMP_FORMATS)})")
+        raise InspectError(f"{path}: not a hardmine hard-sample dump (format {got!r}; this hardmine reads {DUMP_FORMAT!r})")
     missing = [k for k in _DUMP_KEYS if k not in data]
     if missing:
         raise InspectError(f"{path}: incomplete dump, missing {missing}")
