@@ -38,6 +38,7 @@ def main() -> None:
     ap.add_argument("--save", action="store_true", help="checkpoint every epoch")
     ap.add_argument("--resume", default=None, help="checkpoint to resume from")
     ap.add_argument("--worst-tokens", action="store_true", help="record each sample's worst tokens' mean (and its mean)")
+    ap.add_argument("--trigger", default="plateau", help="custom.hard_sample_mining.trigger")
     opts = ap.parse_args()
     out = Path(opts.out)
 
@@ -95,6 +96,7 @@ def main() -> None:
                 "enabled": True,
                 "start_epoch": 1,
                 "plateau_delta": 1.0,
+                "trigger": opts.trigger,
                 "noise_guard": {"enabled": False},
                 "selector": {"mode": "top_k", "k": 6},
                 "dump": True,

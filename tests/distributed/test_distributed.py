@@ -66,36 +66,44 @@ def test_two_ranks_agree_and_count_each_sample_once(tmp_path, corpus, zero2):
     assert ranks[0]["epochs"]["2"]["observations"] == 3 * TARGET
 
 
-@pytest.mark.parametrize("zero2", [False], ids=["ddp"])
-def test_mined_set_equals_single_process_selection(tmp_path, corpus, zero2):
+@pytest.mark.parametrize("trigger", ["plateau", "stable"])
+def test_mined_set_equals_single_process_selection(tmp_path, corpus, trigger):
     # Recording the worst tokens' mean: the ranks also gather each sample's mean loss for the trigger.
-    ranks = launch(tmp_path / "recompute", corpus, zero2, "--worst-tokens")
+    # Trigger stable reads the gathered losses themselves: one process fires where the ranks did.
+    ranks = launch(tmp_path / "recompute", corpus, False, "--worst-tokens", "--trigger", trigger)
     fed = ranks[0]["fed"]
     from hardmine.config import load_config
 
     cfg = load_config(tmp_path / "recompute" / "config.yaml")
     miner = HardSampleMiner({"target": TARGET}, ["target"], cfg.custom.hard_sample_mining)
     dumps = sorted((tmp_path / "recompute" / "run").glob("hard_samples_epoch_*.json"))
+    planned = 0
     for epoch in ("0", "1", "2"):
         obs = fed[epoch]
         miner.observe(np.array(obs["ids"], np.int64), np.array(obs["losses"], np.float32), epoch=int(epoch), steps=np.array(obs["steps"]))
         report = miner.end_epoch(int(epoch))
         # The trigger saw the epoch's mean token loss, below the recorded worst tokens' mean.
         assert 0 < ranks[0]["epochs"][epoch]["monitored"] < np.mean(obs["losses"])
+        assert ranks[0]["epochs"][epoch]["plan"] == ranks[1]["epochs"][epoch]["plan"]
+        assert (report.plan is None) == (ranks[0]["epochs"][epoch]["plan"] is None)
         if report.plan is not None:
+            planned += 1
             dumped = json.loads((tmp_path / "recompute" / "run" / f"hard_samples_epoch_{epoch}.json").read_text())
             assert [s["base_idx"] for s in dumped["samples"]] == [s["base_idx"] for s in report.plan.to_json_dict()["samples"]]
-    assert len(dumps) == 2
+    assert len(dumps) == planned
+    if trigger == "plateau":
+        assert planned == 2
 
 
-@pytest.mark.parametrize("zero2", [False, True], ids=["ddp", "zero2"])
-def test_resume_restores_mining_state_on_every_rank(tmp_path, corpus, zero2):
+@pytest.mark.parametrize(("zero2", "trigger"), [(False, "plateau"), (True, "plateau"), (False, "stable")],
+                         ids=["ddp", "zero2", "ddp-stable"])
+def test_resume_restores_mining_state_on_every_rank(tmp_path, corpus, zero2, trigger):
     if zero2:
         pytest.importorskip("deepspeed")
-    straight = launch(tmp_path / "straight", corpus, zero2, "--save")
-    # 4 optimizer steps an epoch: the checkpoint after epoch 1 holds plan version 1.
+    straight = launch(tmp_path / "straight", corpus, zero2, "--save", "--trigger", trigger)
+    # 4 optimizer steps an epoch: the checkpoint after epoch 1 (with trigger plateau it holds plan version 1).
     checkpoint = tmp_path / "straight" / "run" / "checkpoint-8"
-    resumed = launch(tmp_path / "resumed", corpus, zero2, "--resume", str(checkpoint))
+    resumed = launch(tmp_path / "resumed", corpus, zero2, "--resume", str(checkpoint), "--trigger", trigger)
     for r in range(2):
         a, b = straight[r]["epochs"]["2"], resumed[r]["epochs"]["2"]
         assert b["plan"] == a["plan"] and b["next_schedule"] == a["next_schedule"]
