@@ -18,6 +18,9 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import report_payoff  # noqa: E402  (the first screen: does it help, and when)
+
 REPO = Path(__file__).resolve().parents[1]
 ARM_ORDER = (
     "uniform", "placebo", "defaults", "trigger_start", "trigger_tail", "trigger_stable", "start_level_guard", "learning_guard", "sticky_guard", "improvement_guard", "weight2",
@@ -1497,6 +1500,8 @@ def build_page(
         f"Python {meta['python']}, torch {meta['torch']}, transformers {meta['transformers']}. "
         + wall_time(report),
         "",
+        *report_payoff.first_screen(report),
+        *report_payoff.trigger_section(report),
         "## Set-up",
         "",
         *describe_setup(report),
@@ -1586,6 +1591,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results", default=str(REPO / "benchmarks" / "results"))
     ap.add_argument("--docs", default=str(REPO / "docs"))
+    ap.add_argument("--readme", default=None, help="also rewrite this README's generated paragraph on whether mining helps")
     opts = ap.parse_args(argv)
     results, docs = Path(opts.results), Path(opts.docs)
     report = json.loads((results / "quality.json").read_text(encoding="utf-8"))
@@ -1594,6 +1600,8 @@ def main(argv=None) -> int:
                       load_result(results, "quality-sweep.json"), load_result(results, "token-signals.json"))
     (docs / "benchmarks.md").write_text(page, encoding="utf-8")
     print(f"wrote {docs / 'benchmarks.md'}")
+    if opts.readme and report_payoff.write_readme_card(opts.readme, report):
+        print(f"wrote the payoff paragraph of {opts.readme}")
     return 0
 
 
