@@ -48,6 +48,9 @@ epoch in every arm of a seed (the runs are identical until then);
   ``descriptions_start_level``: the same with guard rule ``start_level``;
   ``descriptions_window2`` / ``descriptions_weight2``: the same with a guard
   window of 2 epochs / a hard weight of 2;
+* ``mixed`` / ``mixed_weight2`` (VL only): the defaults recording half each
+  sample's mean token loss and half its description words' (``sample_loss:
+  mixed``), at hard weight 3 / 2;
 * ``window2`` (both tasks in the full suite; a sweep arm): the defaults with
   a guard window of 2 epochs instead of 3 (the default until the suite at
   commit b8ff5a2, where this arm was ``window3``, the defaults with 3 instead of 2);
@@ -140,11 +143,12 @@ ARMS = (
     "uniform", "placebo", "defaults", "trigger_start", "trigger_tail", "trigger_stable", "start_level_guard", "learning_guard",
     "original", "guard_off", "correction_off", "weight2", "active5", "active3", "unbounded", "no_flag_for_good",
     "worst_tokens", "worst_tokens_guard_off", "descriptions", "descriptions_start_level", "descriptions_window2",
-    "descriptions_weight2", "oracle", *SWEEP_ARMS,
+    "descriptions_weight2", "mixed", "mixed_weight2", "oracle", *SWEEP_ARMS,
 )
 # Arms that need a dense caption's fields (the text task's answers have none).
-VL_ONLY_ARMS = ("descriptions", "descriptions_start_level", "descriptions_window2", "descriptions_weight2")
+VL_ONLY_ARMS = ("descriptions", "descriptions_start_level", "descriptions_window2", "descriptions_weight2", "mixed", "mixed_weight2")
 FIELDS = {"statistic": "fields", "fields": ["desc"]}
+MIXED = {"statistic": "mixed", "fields": ["desc"]}
 # The token-aware statistic of arms worst_tokens*: the 3 of benchmarks/token_signals.py.
 WORST_TOKENS = {"statistic": "worst_tokens", "tokens": 3}
 CONDITIONS = ("clean", "noisy")
@@ -286,6 +290,9 @@ def arm_section(arm: str, *, mine_from: int | None, train_size: int) -> dict[str
         # at a lower weight for what it mines (an answer to its cost to the rest).
         "descriptions_window2": {**forced, "sample_loss": FIELDS, "noise_guard": {"window": 2}},
         "descriptions_weight2": {**forced, "sample_loss": FIELDS, "hard_weight": 2.0},
+        # Half the mean token loss, half the description words' (sample_loss: mixed).
+        "mixed": {**forced, "sample_loss": MIXED},
+        "mixed_weight2": {**forced, "sample_loss": MIXED, "hard_weight": 2.0},
         # The recorded statistic is replaced by the hard flag (oracle_recording); the
         # worst-tokens statistic only makes the real mean loss travel beside it, for the
         # trigger. Raw flags, so every hard sample observed in the epoch scores 1.

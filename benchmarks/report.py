@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 ARM_ORDER = (
     "uniform", "placebo", "defaults", "trigger_start", "trigger_tail", "trigger_stable", "start_level_guard", "learning_guard", "sticky_guard", "improvement_guard", "weight2",
     "original", "guard_off", "correction_off", "no_flag_for_good", "active5", "active3", "unbounded", "worst_tokens",
-    "worst_tokens_guard_off", "descriptions", "descriptions_start_level", "descriptions_window3", "descriptions_window2", "descriptions_weight2", "window3", "window2",
+    "worst_tokens_guard_off", "descriptions", "descriptions_start_level", "descriptions_window3", "descriptions_window2", "descriptions_weight2", "mixed", "mixed_weight2", "window3", "window2",
     "oracle",
 )
 ARM_NOTES = {
@@ -59,6 +59,8 @@ ARM_NOTES = {
     "descriptions_window3": "`descriptions` with a guard window of 3 epochs (when the default was 2)",
     "descriptions_window2": "`descriptions` with a guard window of 2 epochs",
     "descriptions_weight2": "`descriptions` with hard weight 2",
+    "mixed": "defaults recording half each sample's mean token loss, half its description words' (`sample_loss: mixed`)",
+    "mixed_weight2": "`mixed` with hard weight 2",
     "window3": "defaults with a guard window of 3 epochs instead of 2 (`noise_guard.window: 3`; the default since)",
     "window2": "defaults with a guard window of 2 epochs instead of 3 (`noise_guard.window: 2`, the earlier default)",
     "oracle": "bound, not a rule: mining is told the hard slice and marks all of it (weight 3, no guard)",

@@ -91,17 +91,18 @@ def focus_collator(collate):
     return with_focus
 
 
+@pytest.mark.parametrize("statistic", ["fields", "mixed"])
 @pytest.mark.parametrize("tiled_loss", [True, False])
-def test_fields_records_the_mean_over_the_focus_tokens_and_the_mean_beside_it(tmp_path, load_builtin, tiled_loss):
+def test_fields_records_the_mean_over_the_focus_tokens_and_the_mean_beside_it(tmp_path, load_builtin, tiled_loss, statistic):
     example = example_module()
     model, tokenizer = load_builtin("text")
     features = example.reversal_examples(tokenizer, 6, seed=1)
-    for f in features:  # every other token counts
-        f["loss_focus"] = [i % 2 for i in range(len(f["input_ids"]))]
+    for i, f in enumerate(features):  # every other token counts; sample 5 has none
+        f["loss_focus"] = [j % 2 if i != 5 else 0 for j in range(len(f["input_ids"]))]
     args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True, save_strategy="no")
     trainer = MinedTrainer(
         model=model, args=args, train_dataset=features, data_collator=focus_collator(example.pad_collator(tokenizer.eos_token_id)),
-        mining=MiningSettings(sample_loss={"statistic": "fields"}), tiled_loss=tiled_loss,
+        mining=MiningSettings(sample_loss={"statistic": statistic}), tiled_loss=tiled_loss,
     )
     batch = trainer._prepare_inputs(trainer.data_collator([trainer.train_dataset[i] for i in range(6)]))
     model.train()
@@ -112,9 +113,13 @@ def test_fields_records_the_mean_over_the_focus_tokens_and_the_mean_beside_it(tm
         labels = batch["labels"]
         index = sample_index_for_padded(*labels.shape)
         sums, counts, focused = per_sample_loss(logits, labels, index, 6, token_focus=batch["loss_focus"])
-    torch.testing.assert_close(torch.as_tensor(columns["loss"]), focused, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(torch.as_tensor(columns["mean_loss"]), sums / counts, rtol=1e-5, atol=1e-6)
-    assert not torch.allclose(focused, sums / counts, rtol=1e-3)  # the focus changed what was recorded
+    means = sums / counts
+    assert torch.isnan(focused[5]) and not torch.isnan(focused[:5]).any()
+    # fields: the focus tokens' mean (NaN without any, which mining skips); mixed: half each, the mean without focus.
+    expected = focused if statistic == "fields" else torch.where(torch.isnan(focused), means, (means + focused) / 2)
+    torch.testing.assert_close(torch.as_tensor(columns["loss"]), expected, rtol=1e-5, atol=1e-6, equal_nan=True)
+    torch.testing.assert_close(torch.as_tensor(columns["mean_loss"]), means, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(expected[:5], means[:5], rtol=1e-3)  # the focus changed what was recorded
 
 
 def test_fields_without_loss_focus_in_the_batch_is_an_error_that_says_what_to_add(tmp_path, load_builtin):

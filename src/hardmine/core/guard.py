@@ -146,9 +146,9 @@ GUARD_RULES: dict[str, GuardRule] = {
 }
 # The rule each recorded statistic (``sample_loss.statistic``) gets when ``noise_guard.rule``
 # is not set, as benchmarks/quality.py measured them (docs/benchmarks.md): start_level for
-# the mean and the worst tokens; learning for the description words (fields), where a wrong
-# colour word starts as low as any word and rises as the model learns the right one.
-DEFAULT_GUARD_RULES = {"mean": "start_level", "worst_tokens": "start_level", "fields": "learning"}
+# the mean and the worst tokens; learning where the description words count (fields, mixed),
+# as a wrong colour word starts as low as any word and rises as the model learns the right one.
+DEFAULT_GUARD_RULES = {"mean": "start_level", "worst_tokens": "start_level", "fields": "learning", "mixed": "learning"}
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,9 @@ _STRICT = {"extra": "forbid"}
 MINING_STATE_FORMAT = "hardmine.mining-state/2"
 
 #: Statistics of a sample's token losses that mining can record.
-SAMPLE_LOSS_STATISTICS = ("mean", "worst_tokens", "fields")
+SAMPLE_LOSS_STATISTICS = ("mean", "worst_tokens", "fields", "mixed")
+#: Statistics that read the tokens of the answer's fields (the batch's ``loss_focus``).
+FIELD_STATISTICS = ("fields", "mixed")
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,9 @@ class SampleLossSettings:
     each object, not its coordinates). The batch says which tokens those are
     (``loss_focus``, made by hardmine's caption dataset); a sample with none of
     them records NaN, which mining skips.
+    ``mixed``: the mean of the two: half the sample's mean token loss, half its
+    fields' mean (the mean alone where it has no field tokens). The fields tell a
+    caption's wrong or unlearnt words; the mean keeps what the whole answer costs.
     """
 
     __pydantic_config__ = _STRICT
@@ -70,6 +75,11 @@ class SampleLossSettings:
         ):
             raise SettingError(f"{key}.fields", self.fields, "a non-empty list of JSON key names")
         object.__setattr__(self, "fields", tuple(self.fields))  # frozen; a list from the caller becomes a tuple
+
+    @property
+    def reads_fields(self) -> bool:
+        """Whether the statistic needs each token's field flag (the batch's ``loss_focus``)."""
+        return self.statistic in FIELD_STATISTICS
 
 
 @dataclass(frozen=True)

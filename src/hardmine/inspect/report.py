@@ -280,8 +280,11 @@ def describe_sample_loss(sample_loss: dict[str, Any]) -> str:
     """What each recorded loss is, in words (``custom.hard_sample_mining.sample_loss``)."""
     if sample_loss.get("statistic") == "worst_tokens":
         return f"each sample's mean of its {sample_loss.get('tokens')} highest token losses"
+    fields = ", ".join(sample_loss.get("fields") or [])
     if sample_loss.get("statistic") == "fields":
-        return f"each sample's mean token loss over the values of its answer's {', '.join(sample_loss.get('fields') or [])} fields"
+        return f"each sample's mean token loss over the values of its answer's {fields} fields"
+    if sample_loss.get("statistic") == "mixed":
+        return f"half each sample's mean token loss, half its mean over the values of its answer's {fields} fields"
     return "each sample's mean token loss"
 
 

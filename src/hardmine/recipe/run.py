@@ -115,7 +115,7 @@ def run_training(
     model, processor, task = load_model_and_processor(cfg.model.model, task=cfg.model.task, dtype=cfg.model.dtype)
     augmentation = AugmentationConfig.from_mapping(cfg.custom.augmentation)
     common = dict(processor=processor, seed=args.seed, augmentation=augmentation, max_length=cfg.data.max_length)
-    loss_fields = section.sample_loss.fields if section.enabled and section.sample_loss.statistic == "fields" else None
+    loss_fields = section.sample_loss.fields if section.enabled and section.sample_loss.reads_fields else None
     train_ds = CaptionDataset(train_pools, **common, loss_fields=loss_fields)
     eval_ds = {p.name: CaptionDataset([p], **common) for p in val_pools} or None
     if cfg.training.get("packing", False):

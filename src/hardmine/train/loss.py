@@ -90,6 +90,12 @@ def sample_means(loss_sum: torch.Tensor, token_count: torch.Tensor) -> torch.Ten
     return torch.where(token_count > 0, means, torch.full_like(means, float("nan")))
 
 
+def mixed_statistic(means: torch.Tensor, focus_means: torch.Tensor) -> torch.Tensor:
+    """``sample_loss: mixed``: half each sample's mean token loss, half its focus tokens' mean;
+    the mean alone where the sample has no focus tokens (its focus mean is NaN)."""
+    return torch.where(torch.isnan(focus_means), means, 0.5 * (means + focus_means))
+
+
 def tiled_head_loss(
     hidden: torch.Tensor,
     head_weight: torch.Tensor,

@@ -37,6 +37,7 @@ from .loss import (
     per_sample_results,
     sample_index_for_packed,
     sample_index_for_padded,
+    mixed_statistic,
     sample_means,
     tiled_head_loss,
 )
@@ -106,7 +107,7 @@ class HardMiningMixin:
         # Added, not passed as ``callbacks=``: trainers such as ms-swift's pass
         # their own callbacks to Trainer and would clash with a second list.
         if mining is not None:
-            if mining.settings.sample_loss.statistic == "fields" and self._fused_loss:
+            if mining.settings.sample_loss.reads_fields and self._fused_loss:
                 raise MiningError(FIELDS_UNDER_FUSED_LOSS)  # said now, not at the first step
             self.add_callback(HardMiningCallback(mining, self))
             self.add_callback(LossHistogramCallback(mining, self))
@@ -176,15 +177,18 @@ class HardMiningMixin:
                 )
             result = (loss, outputs) if return_outputs else loss
         if self.mining is not None:
+            # What the tracker records: the mean token loss, or (sample_loss worst_tokens /
+            # fields / mixed) the mean of the sample's highest token losses, of its focus
+            # tokens, or the mean of that and the mean, with the mean beside it for the
+            # trigger's train_loss. Identity stayed on the host (see _prepare_inputs); the
+            # losses stay on the device until the step ends (HardMiningCallback.on_step_end).
             with torch.no_grad():
                 means = sample_means(sums, counts)
-            # What the tracker records: the mean token loss, or (sample_loss
-            # worst_tokens / fields) the mean of the sample's highest token losses
-            # or of its focus tokens, with the mean beside it for the trigger's
-            # train_loss. Identity stayed on the host (see _prepare_inputs); the
-            # losses stay on the device until the step ends (HardMiningCallback.on_step_end).
+                recorded = statistic[0] if statistic else means
+                if self.mining.settings.sample_loss.statistic == "mixed":
+                    recorded = mixed_statistic(means, recorded)
             self.mining.record(
-                metadata["sample_id"].cpu().numpy(), statistic[0] if statistic else means, metadata["position"].cpu().numpy(),
+                metadata["sample_id"].cpu().numpy(), recorded, metadata["position"].cpu().numpy(),
                 step=self.state.global_step, mean_loss=means if statistic else None,
             )
         return result
@@ -242,9 +246,9 @@ class HardMiningMixin:
         return sample_loss.tokens if sample_loss.statistic == "worst_tokens" else None
 
     def _token_focus(self, metadata: dict, labels: torch.Tensor) -> torch.Tensor | None:
-        """The batch's ``loss_focus`` where mining records ``sample_loss: fields`` (None otherwise)."""
-        if self.mining is None or self.mining.settings.sample_loss.statistic != "fields":
-            return None  # (a fused-loss trainer refused 'fields' when it was made)
+        """The batch's ``loss_focus`` where mining records ``sample_loss`` ``fields`` or ``mixed`` (None otherwise)."""
+        if self.mining is None or not self.mining.settings.sample_loss.reads_fields:
+            return None  # (a fused-loss trainer refused 'fields' and 'mixed' when it was made)
         focus = metadata.get(LOSS_FOCUS_KEY)
         if focus is None:
             raise MiningError(
