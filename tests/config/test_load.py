@@ -61,7 +61,7 @@ def test_every_problem_is_listed_at_once_with_dotted_keys(tmp_path, data_file):
     assert found["custom.hard_sample_mining.start_epoch"] == "got -1; expected an integer >= 0"
     assert found["custom.hard_sample_mining.selector.value"] == "got 1.5; expected a finite number in (0.0, 1.0]"
     assert "custom.hard_sample_mining.noise_guard.window" in found
-    assert found["custom.hard_sample_mining.sample_loss.statistic"] == "got 'worst'; expected one of ['mean', 'worst_tokens', 'fields']"
+    assert found["custom.hard_sample_mining.sample_loss.statistic"] == "got 'worst'; expected one of ['mean', 'worst_tokens', 'fields', 'mixed']"
     assert str(path) in str(excinfo.value)
 
 
