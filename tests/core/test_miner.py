@@ -131,7 +131,7 @@ def test_settings_errors_name_the_key():
         MiningSettings(hard_weight=0.5)
     with pytest.raises(SettingError, match="aggregation.mode"):
         MiningSettings(aggregation={"mode": "max"})
-    with pytest.raises(SettingError, match=r"sample_loss.statistic: got 'max'; expected one of \['mean', 'worst_tokens', 'fields'\]"):
+    with pytest.raises(SettingError, match=r"sample_loss.statistic: got 'max'; expected one of \['mean', 'worst_tokens', 'fields', 'mixed'\]"):
         MiningSettings(sample_loss={"statistic": "max"})
     with pytest.raises(SettingError, match="sample_loss.tokens: got 0; expected an integer >= 1"):
         MiningSettings(sample_loss={"statistic": "worst_tokens", "tokens": 0})
