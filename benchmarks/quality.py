@@ -51,6 +51,10 @@ epoch in every arm of a seed (the runs are identical until then);
 * ``mixed`` / ``mixed_weight2`` (VL only): the defaults recording half each
   sample's mean token loss and half its description words' (``sample_loss:
   mixed``), at hard weight 3 / 2;
+* ``trigger_start`` / ``trigger_tail`` / ``trigger_stable``: the defaults with
+  another trigger mode (``trigger``; ``defaults`` runs the default one);
+* ``rest_stalled`` / ``rest_half`` / ``rest_none``: ``trigger_start`` with another
+  ``noise_guard.rest`` (who of a hard streak rests), read against ``trigger_start``;
 * ``window2`` (both tasks in the full suite; a sweep arm): the defaults with
   a guard window of 2 epochs instead of 3 (the default until the suite at
   commit b8ff5a2, where this arm was ``window3``, the defaults with 3 instead of 2);
@@ -140,7 +144,8 @@ SWEEP: dict[str, dict | Callable[[int], dict]] = {
 }
 SWEEP_ARMS = tuple(SWEEP)
 ARMS = (
-    "uniform", "placebo", "defaults", "trigger_start", "trigger_tail", "trigger_stable", "start_level_guard", "learning_guard",
+    "uniform", "placebo", "defaults", "trigger_start", "trigger_tail", "trigger_stable", "rest_stalled", "rest_half",
+    "rest_none", "start_level_guard", "learning_guard",
     "original", "guard_off", "correction_off", "weight2", "active5", "active3", "unbounded", "no_flag_for_good",
     "worst_tokens", "worst_tokens_guard_off", "descriptions", "descriptions_start_level", "descriptions_window2",
     "descriptions_weight2", "mixed", "mixed_weight2", "oracle", *SWEEP_ARMS,
@@ -262,6 +267,9 @@ def arm_section(arm: str, *, mine_from: int | None, train_size: int) -> dict[str
         "trigger_start": {**forced, "trigger": "start"},
         "trigger_tail": {**forced, "trigger": "tail"},
         "trigger_stable": {**forced, "trigger": "stable"},
+        # Who of a hard streak rests (noise_guard.rest), with mining from start_epoch so
+        # that every task reaches its fourth plan; read against trigger_start (rest: all).
+        **{f"rest_{mode}": {**forced, "trigger": "start", "noise_guard": {"rest": mode}} for mode in ("stalled", "half", "none")},
         "original": {
             **forced,
             "selector": {"mode": "top_k", "k": math.ceil(0.1 * train_size), "value": None},
@@ -915,6 +923,13 @@ METRICS = [(s, m) for m in ("loss", "token_acc", "exact", "desc_acc") for s in (
 LOWER_IS_BETTER = {"loss"}
 
 
+#: Arms read head to head against another arm (``paired_reference``): one setting changed from it.
+HEAD_TO_HEAD = {
+    "rest_stalled": "trigger_start", "rest_half": "trigger_start", "rest_none": "trigger_start",
+    "mixed": "defaults", "mixed_weight2": "defaults", "descriptions": "defaults", "descriptions_weight2": "defaults",
+}
+
+
 def summarize(runs: list[dict], mine_from: int | None) -> dict:
     """Per task, condition and arm: final metrics over seeds and paired differences to uniform
     (and to ``placebo`` and ``defaults``, where those ran: the sweep arms are read against ``defaults``)."""
@@ -926,15 +941,19 @@ def summarize(runs: list[dict], mine_from: int | None) -> dict:
         entry: dict[str, Any] = {"arms": {}, "trigger": trigger_summary(controls, mine_from)}
         for (arm,), arm_runs in sorted(_group(group, "arm").items()):
             arm_runs = sorted(arm_runs, key=lambda r: r["seed"])
-            a: dict[str, Any] = {"seeds": [r["seed"] for r in arm_runs], "metrics": {}, "paired": {}, "paired_placebo": {}, "paired_defaults": {}}
+            a: dict[str, Any] = {"seeds": [r["seed"] for r in arm_runs], "metrics": {}, "paired": {}, "paired_placebo": {},
+                                 "paired_defaults": {}, "paired_reference": {}, "reference": HEAD_TO_HEAD.get(arm)}
             for slice_name, metric in METRICS:
                 values = [final_metric(r, slice_name, metric) for r in arm_runs]
                 if any(v is None for v in values):
                     continue
                 key = f"{slice_name}_{metric}"
                 a["metrics"][key] = stats(values)
+                head = HEAD_TO_HEAD.get(arm)
+                references = {r["seed"]: r for r in group if r["arm"] == head} if head else {}
                 for field, refs, own in (
                     ("paired", controls, "uniform"), ("paired_placebo", placebos, "placebo"), ("paired_defaults", defaults, "defaults"),
+                    ("paired_reference", references, head),
                 ):
                     if arm not in ("uniform", own) and refs and all(r["seed"] in refs for r in arm_runs):
                         base = [final_metric(refs[r["seed"]], slice_name, metric) for r in arm_runs]
@@ -1166,6 +1185,42 @@ def merge_reports(reports: list[dict]) -> dict:
     }
 
 
+def extend_report(base: dict, new: dict) -> dict:
+    """``base`` with the mining arms of ``new``, a suite run later (at a later commit) with the same
+    sizes, whose controls reproduced ``base``'s exactly: every ``uniform`` run of ``new`` equals the
+    one of ``base`` for its task, condition and seed, epoch by epoch. The control is then the same
+    reference for both suites' arms; the commit each arm ran at is recorded (``setup.arm_commits``)."""
+    if base["mode"] != new["mode"] or base["setup"]["mine_from"] != new["setup"]["mine_from"]:
+        raise ValueError("cannot extend: the suites ran in different modes or forced different start epochs")
+    controls = {(r["task"], r["condition"], r["seed"]): r for r in base["runs"] if r["arm"] == "uniform"}
+    for run in new["runs"]:
+        if run["arm"] != "uniform":
+            continue
+        key = (run["task"], run["condition"], run["seed"])
+        if key not in controls:
+            raise ValueError(f"cannot extend: the first suite has no control for {key}")
+        if run["epochs"] != controls[key]["epochs"] or run["mining"] != controls[key]["mining"]:
+            raise ValueError(f"cannot extend: the control {key} did not reproduce; rerun the whole suite")
+    setup = json.loads(json.dumps(base["setup"]))
+    commits = setup.setdefault("arm_commits", {})
+    for task, plan in new["setup"]["plan"].items():
+        if new["setup"]["tasks"][task] != setup["tasks"].get(task):
+            raise ValueError(f"cannot extend: task {task} ran with other sizes")
+        known = setup["plan"][task]
+        added = [a for a in plan["arms"] if a != "uniform"]
+        clash = sorted(set(added) & set(known["arms"]))
+        if clash or sorted(plan["seeds"]) != sorted(known["seeds"]):
+            raise ValueError(f"cannot extend: task {task} ran arms {clash} twice, or other seeds")
+        known["arms"] = [a for a in ARMS if a in known["arms"] or a in added]
+        for arm in added:
+            setup["arm_settings"][task][arm] = new["setup"]["arm_settings"][task][arm]
+            commits.setdefault(task, {})[arm] = new["meta"]["started_commit"]
+    setup["arms"] = [a for a in ARMS if any(a in p["arms"] for p in setup["plan"].values())]
+    runs = base["runs"] + [r for r in new["runs"] if r["arm"] != "uniform"]
+    return {**base, "setup": setup, "runs": runs, "summary": summarize(runs, setup["mine_from"]),
+            "extended_by": [*base.get("extended_by", []), {"commit": new["meta"]["started_commit"], "wall_s": new["wall_s"]}]}
+
+
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes, one seed, two arms, clean and noisy (~2 min)")
@@ -1184,6 +1239,9 @@ def parse_args(argv=None):
     ap.add_argument("--merge", nargs="+", metavar="DIR", default=None,
                     help="merge the quality.json of runs made in parallel (same commit; other tasks, or other seeds of a task) "
                          "into <out>; train nothing")
+    ap.add_argument("--extend", nargs=2, metavar=("BASE", "NEW"), default=None,
+                    help="add the mining arms of the suite in NEW (run later; its controls must reproduce BASE's) to the "
+                         "suite in BASE, into <out>; train nothing")
     ap.add_argument("--resummarize", action="store_true", help="recompute the summary of <out>/quality.json from its runs; train nothing")
     opts = ap.parse_args(argv)
     if opts.sweep and opts.arms:
@@ -1220,6 +1278,13 @@ def main(argv=None) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(report, indent=1, default=_json_default) + "\n", encoding="utf-8")
         print(f"merged {len(opts.merge)} reports into {path}")
+        return 0
+    if opts.extend:
+        base, new = (json.loads((Path(d) / "quality.json").read_text(encoding="utf-8")) for d in opts.extend)
+        path = Path(opts.out) / "quality.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(extend_report(base, new), indent=1, default=_json_default) + "\n", encoding="utf-8")
+        print(f"extended {opts.extend[0]} by {opts.extend[1]} into {path}")
         return 0
     if opts.resummarize:
         path = Path(opts.out) / "quality.json"

@@ -94,3 +94,31 @@ def test_merge_refuses_a_task_whose_suites_overlap_or_differ(change, message):
     change(other)
     with pytest.raises(ValueError, match=message):
         quality.merge_reports([_report("text"), other])
+
+
+def _later_suite(arm="mixed", control_loss=1.0):
+    later = _report("text")
+    later["meta"]["started_commit"] = "def"
+    later["setup"]["plan"]["text"]["arms"] = ["uniform", arm]
+    later["setup"]["arm_settings"]["text"] = {arm: {"hard_weight": 2.0}}
+    later["runs"] = [_run("text", "uniform", 0, control_loss), _run("text", arm, 0, 0.9)]
+    return later
+
+
+def test_extend_adds_a_later_suites_arms_where_its_controls_reproduced():
+    extended = quality.extend_report(_report("text"), _later_suite())
+    assert extended["setup"]["plan"]["text"]["arms"] == ["uniform", "defaults", "mixed"]
+    assert extended["setup"]["arm_commits"] == {"text": {"mixed": "def"}}
+    assert len(extended["runs"]) == 3  # the later control is the same run: kept once
+    arms = extended["summary"]["text/clean"]["arms"]
+    assert arms["mixed"]["paired"]["hard_loss"]["mean_relative"] == pytest.approx(-0.1)
+    assert arms["mixed"]["paired_reference"]["hard_loss"]["mean_relative"] == pytest.approx(0.125)  # against defaults
+
+
+@pytest.mark.parametrize(("later", "message"), [
+    (_later_suite(control_loss=1.01), "did not reproduce"),
+    (_later_suite(arm="defaults"), "twice"),
+])
+def test_extend_refuses_a_control_that_did_not_reproduce_or_an_arm_run_twice(later, message):
+    with pytest.raises(ValueError, match=message):
+        quality.extend_report(_report("text"), later)
