@@ -96,7 +96,7 @@ bench: $(STAMP) $(STAMP_TRL)
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/overhead.py --repeats 60 --out benchmarks/results/overhead.json
 	OMP_NUM_THREADS=1 $(VENV_TRL)/bin/python benchmarks/overhead.py --repeats 60 --configs trl-text --scale 1000 \
 		--out benchmarks/results/overhead-trl.json
-	$(BIN)/python benchmarks/report.py --results benchmarks/results --docs docs
+	$(BIN)/python benchmarks/report.py --results benchmarks/results --docs docs --readme README.md
 
 clean:
 	rm -rf $(VENV) $(VENV_TRL) $(VENV_SWIFT) .pytest_cache .hypothesis

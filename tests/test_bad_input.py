@@ -125,7 +125,7 @@ def interrupted_checkpoint(folder: Path):
     folder.mkdir()
     (folder / "config.json").write_text("")
     (folder / "trainer_state.json").write_text("{}")
-    from hardmine.train.trainer import INCOMPLETE_MARKER
+    from hardmine.train.checkpoints import INCOMPLETE_MARKER
 
     (folder / INCOMPLETE_MARKER).write_text("")
 

@@ -72,7 +72,7 @@ def test_a_save_interrupted_by_ctrl_c_leaves_a_checkpoint_resume_refuses(tmp_pat
     from pathlib import Path
 
     from hardmine import cli
-    from hardmine.train.trainer import INCOMPLETE_MARKER, last_complete_checkpoint
+    from hardmine.train.checkpoints import INCOMPLETE_MARKER, last_complete_checkpoint
 
     fusion = make_dataset(tmp_path / "data", seed=0, target_size=8, source_sizes={"shapes_a": 2}, val_size=2)
     config = cfg(tmp_path, fusion, tmp_path / "run")

@@ -18,13 +18,14 @@ from ..data.augment import AugmentationConfig
 from ..data.catalog import pool_catalog
 from ..data.collate import PackedCollator, PaddedCollator
 from ..data.dataset import CaptionDataset
+from ..train.checkpoints import check_checkpoint
 from ..train.distributed import Ranks, barrier, current_ranks, local_rank, shutdown
 from ..train.mining import HardMining
 from ..train.sampler import ScheduleSampler
-from ..train.slices import SliceEvalCallback
-from ..train.trainer import HardmineTrainer, check_checkpoint
+from ..train.trainer import HardmineTrainer
 from .checks import CONFIG_CHECKS as CHECKS  # noqa: F401 - the checks a caller of load_config passes
 from .checks import check_data
+from .slices import SliceEvalCallback
 
 logger = logging.getLogger("hardmine")
 

@@ -12,7 +12,7 @@ it must:
   computation: the tiled LM head at supervised positions (no logits), or, under
   TRL's ``SFTTrainer``, TRL's own fused head; one device-to-host copy a step;
 * each checkpoint folder is marked while it is saved, and resume refuses a
-  marked one.
+  marked one (:mod:`hardmine.train.checkpoints`).
 
 With mining off (``mining=None`` or ``MiningSettings(enabled=False)``) and the
 default ``tiled_loss``, training is the stock trainer's, bit for bit.
@@ -26,7 +26,6 @@ from pathlib import Path
 
 import torch
 from transformers import Trainer, TrainerCallback
-from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..core import MiningSettings
@@ -41,6 +40,8 @@ from .loss import (
     sample_means,
     tiled_head_loss,
 )
+from .adoption import mining_kwargs
+from .checkpoints import CheckpointError, check_checkpoint, last_complete_checkpoint, mark_complete, mark_incomplete
 from .distributed import Ranks, barrier
 from .mining import STATE_FILE, HardMining, MiningError
 from .tensorboard import LossHistogramCallback
@@ -114,8 +115,6 @@ class HardMiningMixin:
 
     def _adopt_mining(self, settings: MiningSettings):
         """Wrap the trainer's own dataset and collator with sample identity; build the sampler and the stage."""
-        from .library import mining_kwargs
-
         if getattr(self.args, "packing", False):
             raise UserInputError(
                 "mining: packing=True merges samples into new rows, so no row is one sample any more; "
@@ -311,21 +310,17 @@ class HardMiningMixin:
         target.load_state_dict(restored.state_dict(), strict=True)
 
     def _save_checkpoint(self, model, trial):
-        # A checkpoint folder is complete or marked: the marker goes in before
-        # anything is written and comes out after the last file (the mining
-        # state included), so an interrupted save (Ctrl-C, a killed job) leaves
-        # a folder that resume refuses by name instead of loading half of it.
+        # Complete or marked (hardmine.train.checkpoints): the mark goes in before anything
+        # is written and comes out after the last file, the mining state included.
         folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-        marker = folder / INCOMPLETE_MARKER
         if self.args.should_save:
-            folder.mkdir(parents=True, exist_ok=True)
-            marker.write_text("this checkpoint's save did not finish; hardmine will not resume from it\n")
+            mark_incomplete(folder)
         super()._save_checkpoint(model, trial)
         if self.mining is not None and self.args.should_save:
             self.mining.save(folder)
         barrier(Ranks.of(self.args))  # every rank's shards (DeepSpeed) are on disk before the folder counts as complete
         if self.args.should_save:
-            marker.unlink(missing_ok=True)
+            mark_complete(folder)
 
     def train(self, resume_from_checkpoint=None, *args, **kwargs):
         if resume_from_checkpoint is True:
@@ -399,42 +394,6 @@ def fused_per_sample(
         keep = mask & (sample_index[:, :-1] == sample_index[:, 1:]) & (sample_index[:, 1:] >= 0)
         samples = sample_index[:, 1:][keep].long()
     return per_sample_results(-log_probs[keep], samples, num_samples, worst_tokens)
-
-
-class CheckpointError(UserInputError):
-    """A checkpoint to resume from is missing, incomplete or not a checkpoint."""
-
-
-#: Present in a checkpoint folder while its save is in progress.
-INCOMPLETE_MARKER = "hardmine-save-incomplete"
-
-
-def check_checkpoint(folder: str | Path) -> Path:
-    """``folder`` if it is a checkpoint hardmine can resume from; a clear error otherwise."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise CheckpointError(f"{folder}: no such checkpoint folder")
-    if (folder / INCOMPLETE_MARKER).exists():
-        earlier = last_complete_checkpoint(folder.parent)
-        hint = f"; the last complete one is {earlier}" if earlier is not None else ""
-        raise CheckpointError(f"{folder}: this checkpoint is incomplete (its save was interrupted){hint}")
-    if not (folder / TRAINER_STATE_NAME).is_file():
-        raise CheckpointError(f"{folder}: not a Trainer checkpoint (no {TRAINER_STATE_NAME})")
-    return folder
-
-
-def last_complete_checkpoint(run_dir: str | Path) -> Path | None:
-    """The checkpoint-N folder with the highest N whose save finished, or None."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        return None
-    steps = []
-    for child in run_dir.iterdir():
-        prefix, _, number = child.name.partition("-")
-        if prefix == PREFIX_CHECKPOINT_DIR and number.isdigit() and child.is_dir():
-            if not (child / INCOMPLETE_MARKER).exists() and (child / TRAINER_STATE_NAME).is_file():
-                steps.append((int(number), child))
-    return max(steps)[1] if steps else None
 
 
 class HardmineTrainer(HardMiningMixin, Trainer):

@@ -15,7 +15,7 @@ from transformers import TrainerCallback
 
 from ..data.collate import split_metadata
 from ..data.dataset import CaptionDataset
-from .trainer import per_sample_means
+from ..train.trainer import per_sample_means
 
 
 def record_slices(dataset: CaptionDataset) -> list[str]:
