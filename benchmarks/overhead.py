@@ -45,7 +45,7 @@ def arm_settings(arm: str):
     """The MiningSettings of a mining arm (no dumps: a step's cost only)."""
     from hardmine.core import MiningSettings
 
-    worst = {"sample_loss": {"statistic": "worst_tokens", "tokens": 3}} if arm == "worst_tokens" else {}
+    worst = {"sample_loss": {"statistic": "worst_tokens"}} if arm == "worst_tokens" else {}
     return MiningSettings(dump=False, **worst)
 
 

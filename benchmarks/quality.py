@@ -155,7 +155,7 @@ VL_ONLY_ARMS = ("descriptions", "descriptions_start_level", "descriptions_window
 FIELDS = {"statistic": "fields", "fields": ["desc"]}
 MIXED = {"statistic": "mixed", "fields": ["desc"]}
 # The token-aware statistic of arms worst_tokens*: the 3 of benchmarks/token_signals.py.
-WORST_TOKENS = {"statistic": "worst_tokens", "tokens": 3}
+WORST_TOKENS = {"statistic": "worst_tokens"}
 CONDITIONS = ("clean", "noisy")
 NOISE_SHARE = 0.1
 LETTERS = "abcdefgh"

@@ -1038,7 +1038,6 @@ def defaults_table(report: dict, sweep: dict | None = None, long: dict | None = 
         ("patience", swept("patience2"), None),
         ("monitor", "not varied: the benchmark evaluates outside the Trainer, so there is no `eval_loss` to monitor", None),
         ("sample_loss.statistic", None, sample_loss_evidence),
-        ("sample_loss.tokens", "3 in the `worst_tokens` arms, the `top3` of the token signals below; not varied", None),
         ("selector.mode", swept("top_k10", fallback="not varied (the original rule's top-k 10% compared as a whole)"), None),
         ("selector.value", swept("fraction0.05", "fraction0.2"), None),
         ("hard_weight", None, lambda task: knob_evidence(task, "hard_weight")),
@@ -1058,7 +1057,6 @@ def defaults_table(report: dict, sweep: dict | None = None, long: dict | None = 
                 ("unbounded", "reweighting to the end"),
             )
         ))) or "not varied", None),
-        ("aggregation.level_decay", "not varied: the progress correction is compared on and off as a whole", None),
         ("sample_loss.fields", "`[desc]`, the description words, in the VL `descriptions*` arms; used by "
                                "`statistic: fields` only", None),
     ]

@@ -45,7 +45,7 @@ def test_every_problem_is_listed_at_once_with_dotted_keys(tmp_path, data_file):
                     "start_epoch": -1,
                     "selector": {"mode": "percentile", "value": 1.5},
                     "noise_guard": {"window": 0},
-                    "sample_loss": {"statistic": "worst", "tokens": 3},
+                    "sample_loss": {"statistic": "worst"},
                     "hard_weigth": 3,
                 },
             },

@@ -133,8 +133,10 @@ def test_settings_errors_name_the_key():
         MiningSettings(aggregation={"mode": "max"})
     with pytest.raises(SettingError, match=r"sample_loss.statistic: got 'max'; expected one of \['mean', 'worst_tokens', 'fields', 'mixed'\]"):
         MiningSettings(sample_loss={"statistic": "max"})
-    with pytest.raises(SettingError, match="sample_loss.tokens: got 0; expected an integer >= 1"):
-        MiningSettings(sample_loss={"statistic": "worst_tokens", "tokens": 0})
+    with pytest.raises(SettingError, match=r"sample_loss.tokens: got 3; expected a key among \['statistic', 'fields'\]"):
+        MiningSettings(sample_loss={"statistic": "worst_tokens", "tokens": 3})  # a named constant now, not a key
+    with pytest.raises(SettingError, match=r"aggregation.level_decay: got 0.9; expected a key among"):
+        MiningSettings(aggregation={"level_decay": 0.9})
 
 
 def test_aggregation_starts_history_epochs_before_start_epoch():

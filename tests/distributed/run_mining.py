@@ -100,7 +100,7 @@ def main() -> None:
                 "noise_guard": {"enabled": False},
                 "selector": {"mode": "top_k", "k": 6},
                 "dump": True,
-                **({"sample_loss": {"statistic": "worst_tokens", "tokens": 3}} if opts.worst_tokens else {}),
+                **({"sample_loss": {"statistic": "worst_tokens"}} if opts.worst_tokens else {}),
             },
         },
     }

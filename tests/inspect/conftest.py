@@ -50,7 +50,7 @@ def tiny_runs(tmp_path_factory):
 
     Built once per session: about a minute of CPU. Mining fires at the end of
     epochs 1 and 2; the guard (window 1) and the population dump are on, and it
-    records each sample's mean of its 2 worst tokens.
+    records each sample's mean of its 3 worst tokens.
     """
     import torch
 
@@ -64,7 +64,7 @@ def tiny_runs(tmp_path_factory):
         "enabled": True, "start_epoch": 1, "plateau_delta": 1.0, "selector": {"mode": "percentile", "value": 0.25},
         "noise_guard": {"window": 1}, "dump_population": True,
         # The token-aware statistic, end to end: YAML, tiled loss, dump, inspect.
-        "sample_loss": {"statistic": "worst_tokens", "tokens": 2},
+        "sample_loss": {"statistic": "worst_tokens"},
     }
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -84,7 +84,7 @@ def test_json_matches_the_dumps(tiny_runs, cli):
         assert e["excluded"] == dump["decision"]["excluded"] and e["eligible"] == dump["decision"]["eligible"]
         assert e["selection"] == dump["selection"] and e["cut"] == dump["decision"]["cut"]
         assert e["loss_quantiles"] == dump["decision"]["quantiles"]
-        assert e["sample_loss"] == dump["decision"]["sample_loss"] == {"statistic": "worst_tokens", "tokens": 2, "fields": ["desc"]}
+        assert e["sample_loss"] == dump["decision"]["sample_loss"] == {"statistic": "worst_tokens", "fields": ["desc"]}
         pop = e["population"]
         assert pop["file"] == dump["population"] and pop["samples"] == 48 and pop["hard"] == dump["num_hard"]
         assert pop["eligible"] == dump["decision"]["eligible"]
@@ -107,7 +107,7 @@ def test_every_flag_writes_its_file(tiny_runs, cli, tmp_path):
     )
     assert rc == 0, err
     assert "hardest of epoch 1" in out and "this-other" in out and f"wrote {plot}" in out
-    assert "loss: each sample's mean of its 2 highest token losses" in out
+    assert "loss: each sample's mean of its 3 highest token losses" in out
     with Image.open(plot) as im:
         assert im.size[0] >= 1000 and im.size[1] >= 1000  # three rows of panels with --against
     with Image.open(sheet) as im:

@@ -152,7 +152,7 @@ def test_a_mean_loss_beside_the_recorded_one_travels_in_the_same_copy(host_copie
 
 
 def test_the_trigger_monitors_the_mean_loss_when_another_statistic_is_recorded(tmp_path):
-    settings = replace(SETTINGS, sample_loss={"statistic": "worst_tokens", "tokens": 2})
+    settings = replace(SETTINGS, sample_loss={"statistic": "worst_tokens"})
     mining = HardMining(settings, POOLS, ScheduleSampler(POOLS, seed=0), output_dir=tmp_path)
     ids = sample_ids("target", np.arange(POOLS[0].size))
     mining.record(ids, np.full(ids.size, 9.0), np.arange(ids.size), step=0, mean_loss=np.full(ids.size, 2.0))

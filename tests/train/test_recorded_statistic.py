@@ -10,6 +10,7 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from hardmine.core import MiningSettings
+from hardmine.core.miner import WORST_TOKENS
 from hardmine.train.library import HardMiningMixin
 from hardmine.train.loss import per_sample_loss, sample_index_for_padded
 
@@ -36,7 +37,7 @@ def test_recorded_losses_equal_the_reference_from_full_logits(tmp_path, load_bui
     model, tokenizer = load_builtin("text")
     features = example.reversal_examples(tokenizer, 6, seed=1)
     args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True, save_strategy="no")
-    settings = MiningSettings(sample_loss={"statistic": statistic, "tokens": 2})
+    settings = MiningSettings(sample_loss={"statistic": statistic})
     trainer = MinedTrainer(
         model=model, args=args, train_dataset=features, data_collator=example.pad_collator(tokenizer.eos_token_id),
         mining=settings, tiled_loss=tiled_loss,
@@ -49,7 +50,7 @@ def test_recorded_losses_equal_the_reference_from_full_logits(tmp_path, load_bui
     with torch.no_grad():
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         labels = batch["labels"]
-        sums, counts, worst = per_sample_loss(logits, labels, sample_index_for_padded(*labels.shape), 6, worst_tokens=2)
+        sums, counts, worst = per_sample_loss(logits, labels, sample_index_for_padded(*labels.shape), 6, worst_tokens=WORST_TOKENS)
     expected = sums / counts if statistic == "mean" else worst
     torch.testing.assert_close(recorded, expected, rtol=1e-5, atol=1e-6)
     if statistic == "worst_tokens":  # the mean rides along, for the trigger's train_loss

@@ -15,6 +15,7 @@ trl = pytest.importorskip("trl", minversion="1.16")  # the fused LM head came wi
 datasets = pytest.importorskip("datasets")
 
 from hardmine.core import MiningSettings, SelectorSettings  # noqa: E402
+from hardmine.core.miner import WORST_TOKENS  # noqa: E402
 from hardmine.models import load_model_and_processor  # noqa: E402
 from hardmine.train.library import HardMiningMixin  # noqa: E402
 
@@ -81,7 +82,7 @@ def test_sft_trainer_mines_from_its_own_fused_forward(tmp_path, padding_free):
 def test_per_sample_losses_equal_the_reference_from_full_logits(tmp_path, statistic):
     from hardmine.train.loss import per_sample_loss, sample_index_for_padded
 
-    settings = dataclasses.replace(SETTINGS, sample_loss={"statistic": statistic, "tokens": 2})
+    settings = dataclasses.replace(SETTINGS, sample_loss={"statistic": statistic})
     model, tokenizer, _ = load_model_and_processor("builtin:tiny-text")
     trainer = MinedSFTTrainer(
         model=model, args=config(tmp_path), train_dataset=sft_dataset(), processing_class=tokenizer, mining=settings
@@ -93,7 +94,7 @@ def test_per_sample_losses_equal_the_reference_from_full_logits(tmp_path, statis
     with torch.no_grad():
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         labels = batch["labels"]
-        sums, counts, worst = per_sample_loss(logits, labels, sample_index_for_padded(*labels.shape), 6, worst_tokens=2)
+        sums, counts, worst = per_sample_loss(logits, labels, sample_index_for_padded(*labels.shape), 6, worst_tokens=WORST_TOKENS)
     expected = (sums / counts).float() if statistic == "mean" else worst
     torch.testing.assert_close(torch.as_tensor(recorded["loss"]), expected, rtol=1e-5, atol=1e-6)
 

@@ -37,6 +37,9 @@ MINING_STATE_FORMAT = "hardmine.mining-state/2"
 
 #: Statistics of a sample's token losses that mining can record.
 SAMPLE_LOSS_STATISTICS = ("mean", "worst_tokens", "fields", "mixed")
+#: Statistic worst_tokens: the mean of this many highest token losses. Three: a couple of wrong
+#: or unlearnt words in a long answer set it, one token alone would be a single noisy loss.
+WORST_TOKENS = 3
 #: Statistics that read the tokens of the answer's fields (the batch's ``loss_focus``).
 FIELD_STATISTICS = ("fields", "mixed")
 
@@ -46,7 +49,7 @@ class SampleLossSettings:
     """Which statistic of a sample's token losses mining records (``custom.hard_sample_mining.sample_loss``).
 
     ``mean``: the masked mean cross-entropy, the model's own loss per sample.
-    ``worst_tokens``: the mean of the sample's ``tokens`` highest token losses. In
+    ``worst_tokens``: the mean of the sample's :data:`WORST_TOKENS` highest token losses. In
     a long answer that is mostly learnt (a dense caption is mostly coordinate
     digits) a few wrong tokens barely move the mean; they set the worst tokens.
     ``fields``: the mean loss over the tokens of the answer's JSON string values
@@ -62,14 +65,12 @@ class SampleLossSettings:
     __pydantic_config__ = _STRICT
 
     statistic: str = "mean"
-    tokens: int = 3
     fields: tuple[str, ...] = ("desc",)
 
     def __post_init__(self) -> None:
         key = f"{MINING_KEY}.sample_loss"
         if self.statistic not in SAMPLE_LOSS_STATISTICS:
             raise SettingError(f"{key}.statistic", self.statistic, f"one of {list(SAMPLE_LOSS_STATISTICS)}")
-        check_range(f"{key}.tokens", self.tokens, low=1, integer=True)
         if isinstance(self.fields, str) or not isinstance(self.fields, Sequence) or not self.fields or not all(
             isinstance(f, str) and f for f in self.fields
         ):
@@ -91,7 +92,6 @@ class AggregationSettings:
     mode: str = "ema"  # "ema" or "mean"
     ema_decay: float = 0.5
     progress_correction: bool = True  # divide each loss by the training-loss level at its step
-    level_decay: float = 0.9
     # Aggregate from epoch start_epoch - history_epochs on: epoch-0 losses
     # mostly measure how young the model was.
     history_epochs: int = 1
@@ -100,7 +100,6 @@ class AggregationSettings:
         check_range(f"{MINING_KEY}.aggregation.history_epochs", self.history_epochs, low=0, integer=True)
         TrackerSettings(  # checks the rest
             aggregation=self.mode, ema_decay=self.ema_decay, progress_correction=self.progress_correction,
-            level_decay=self.level_decay,
         )
 
 
@@ -183,7 +182,6 @@ class MiningSettings:
             aggregation=a.mode,
             ema_decay=a.ema_decay,
             progress_correction=a.progress_correction,
-            level_decay=a.level_decay,
             aggregate_from_epoch=max(0, self.start_epoch - a.history_epochs),
             history_slots=self.noise_guard.window + 1,
         )

@@ -14,7 +14,7 @@ Dump format (``hard_samples_epoch_{n}.json``), version 2::
       "num_hard": 2,
       "decision": {                       # what the selection saw (may be absent)
         "monitor": "train_loss", "monitored": 0.71,
-        "sample_loss": {"statistic": "mean", "tokens": 3},   # what each loss is
+        "sample_loss": {"statistic": "mean", "fields": ["desc"]},   # what each loss is
         "observed": 120, "eligible": 96,
         "excluded": {"insufficient_history": 0, "at_start_level": 20, "hard_streak": 4},
         "loss_scale": 0.69,               # training-loss level: aggregate = corrected * scale

@@ -81,6 +81,8 @@ class TrackerSettings:
     aggregation: str = "ema"
     ema_decay: float = 0.5
     progress_correction: bool = True
+    # Per training step: the level follows the last ten or so steps' losses, so it tracks an
+    # epoch's fall while one batch's luck moves it little.
     level_decay: float = 0.9
     aggregate_from_epoch: int = 0
     # The default guard's window + 1 (GuardSettings.window), so a tracker made with its

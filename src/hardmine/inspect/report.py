@@ -14,6 +14,7 @@ import numpy as np
 
 from ..core.audit import quantiles
 from ..core.guard import EXCLUSIONS
+from ..core.miner import WORST_TOKENS
 from .run import Run
 
 
@@ -279,7 +280,7 @@ def format_report(report: dict[str, Any], top: int = 10, epoch: int | None = Non
 def describe_sample_loss(sample_loss: dict[str, Any]) -> str:
     """What each recorded loss is, in words (``custom.hard_sample_mining.sample_loss``)."""
     if sample_loss.get("statistic") == "worst_tokens":
-        return f"each sample's mean of its {sample_loss.get('tokens')} highest token losses"
+        return f"each sample's mean of its {WORST_TOKENS} highest token losses"
     fields = ", ".join(sample_loss.get("fields") or [])
     if sample_loss.get("statistic") == "fields":
         return f"each sample's mean token loss over the values of its answer's {fields} fields"

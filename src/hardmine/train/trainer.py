@@ -29,6 +29,7 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..core import MiningSettings
+from ..core.miner import WORST_TOKENS
 from ..core.errors import UserInputError
 from ..data.collate import LOSS_FOCUS_KEY, split_metadata
 from .loss import (
@@ -242,7 +243,7 @@ class HardMiningMixin:
         if self.mining is None:
             return None
         sample_loss = self.mining.settings.sample_loss
-        return sample_loss.tokens if sample_loss.statistic == "worst_tokens" else None
+        return WORST_TOKENS if sample_loss.statistic == "worst_tokens" else None
 
     def _token_focus(self, metadata: dict, labels: torch.Tensor) -> torch.Tensor | None:
         """The batch's ``loss_focus`` where mining records ``sample_loss`` ``fields`` or ``mixed`` (None otherwise)."""
