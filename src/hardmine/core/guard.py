@@ -29,9 +29,7 @@ learnable:
   Why: where a wrong label uses the task's common words (a swapped colour in a
   dense caption) its loss starts as low as any sample's, then *rises* as the
   model learns the right answer from the image, while a hard clean sample's loss
-  falls from a high start. On the VL task of ``benchmarks/signals.py`` with
-  ``sample_loss: fields`` the start level excluded about 1% of the wrong labels,
-  this test 43% at epoch 2 and 65% at epoch 8.
+  falls from a high start (the guard-rule replay of docs/benchmarks.md, VL task).
 
 Unset, the rule follows the recorded statistic (:data:`DEFAULT_GUARD_RULES`).
 

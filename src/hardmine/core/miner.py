@@ -118,9 +118,8 @@ class MiningSettings:
 
     enabled: bool = True
     start_epoch: int = 2  # 0-based; a plan made at the end of epoch n applies from n + 1
-    # After a first epoch's plunge the controls of benchmarks/quality.py keep losing a
-    # steady share of their loss every epoch; 0.25 fires after the plunge, smaller
-    # thresholds never fired on some of them (docs/benchmarks.md, trigger tables).
+    # Trigger plateau: fires once an epoch's monitor improved by less than this share, so
+    # after a first epoch's plunge (docs/benchmarks.md, the trigger tables).
     plateau_delta: float = 0.25
     patience: int = 1
     monitor: str = "train_loss"  # or an eval metric reported after every epoch (eval_<name>_loss)
@@ -137,10 +136,8 @@ class MiningSettings:
     # Epochs mining reweights once the trigger has fired (plans made at the end of the
     # trigger's epoch and the next ones); after them the schedule shows every target sample
     # once an epoch again (same order rules, no weights). None: to the end of training.
-    # 5: in 20-epoch runs of the text task (benchmarks/quality.py, 8 paired seeds) stopping
-    # after 5 epochs ended with clean hard-slice and overall eval loss 14% lower than mining
-    # to the end, in 8 of 8 seeds, and noisy-label runs no worse; the text suite's 8 epochs
-    # mine 5 at most, so its results stand (docs/benchmarks.md, the max_active_epochs row).
+    # Why 5: the max_active_epochs row of docs/benchmarks.md (long runs: reweighting a model
+    # that has learnt the task costs more than it gives).
     max_active_epochs: int | None = 5
     dump: bool = True  # output_dir/hard_samples_epoch_{n}.json
     dump_population: bool = False  # also every target sample's statistics per mining epoch
