@@ -61,24 +61,25 @@ test-trl: $(STAMP_TRL)
 # environment), then the results page docs/benchmarks.md from the JSON they write.
 bench: $(STAMP) $(STAMP_TRL)
 	$(BIN)/python benchmarks/core_scale.py --samples 10000000
-	# The quality suite on two cores, one process each: the text task then VL seeds 4-5 on one,
-	# VL seeds 0-3 on the other (the seeds of FULL_PLAN in benchmarks/quality.py), then one report.
+	# The quality suite on two cores, one process each: the text task then VL seeds 0-3 on one,
+	# the counter task then VL seeds 4-7 on the other (FULL_PLAN in benchmarks/quality.py), then one report.
 	# Fresh work folders: the token signals must not find an older suite's runs there.
-	rm -rf /tmp/hardmine-quality-text /tmp/hardmine-quality-vl /tmp/hardmine-quality-vl45
+	rm -rf /tmp/hardmine-quality-*
 	(OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python benchmarks/quality.py --tasks text --out /tmp/hardmine-quality-text \
 		--work /tmp/hardmine-quality-text/work && \
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python benchmarks/quality.py --tasks vl --seeds 4 5 \
-		--out /tmp/hardmine-quality-vl45 --work /tmp/hardmine-quality-vl45/work) & first=$$!; \
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python benchmarks/quality.py --tasks vl --seeds 0 1 2 3 \
-		--out /tmp/hardmine-quality-vl --work /tmp/hardmine-quality-vl/work; own=$$?; wait $$first && [ $$own -eq 0 ]
-	$(BIN)/python benchmarks/quality.py --merge /tmp/hardmine-quality-text /tmp/hardmine-quality-vl /tmp/hardmine-quality-vl45 \
-		--out benchmarks/results
+		--out /tmp/hardmine-quality-vl0 --work /tmp/hardmine-quality-vl0/work) & first=$$!; \
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python benchmarks/quality.py --tasks counter --out /tmp/hardmine-quality-counter \
+		--work /tmp/hardmine-quality-counter/work && \
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python benchmarks/quality.py --tasks vl --seeds 4 5 6 7 \
+		--out /tmp/hardmine-quality-vl4 --work /tmp/hardmine-quality-vl4/work; own=$$?; wait $$first && [ $$own -eq 0 ]
+	$(BIN)/python benchmarks/quality.py --merge /tmp/hardmine-quality-text /tmp/hardmine-quality-counter \
+		/tmp/hardmine-quality-vl0 /tmp/hardmine-quality-vl4 --out benchmarks/results
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python benchmarks/signals.py --out benchmarks/results
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python benchmarks/token_signals.py --suite benchmarks/results \
-		--work /tmp/hardmine-quality-vl/work /tmp/hardmine-quality-vl45/work --out benchmarks/results
+		--work /tmp/hardmine-quality-vl0/work /tmp/hardmine-quality-vl4/work --out benchmarks/results
 	# Side by side on the text task, each half of the seeds on one core: 20-epoch runs (clean and noisy
 	# labels), then one default changed at a time (paired to the defaults); one report of each.
-	rm -rf /tmp/hardmine-quality-long-* /tmp/hardmine-quality-sweep-*
 	pids=""; for half in "0 1 2 3" "4 5 6 7"; do \
 		tag=$$(echo $$half | tr -d ' '); \
 		(OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python benchmarks/quality.py --tasks text --epochs 20 \

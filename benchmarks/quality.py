@@ -1211,11 +1211,11 @@ def extend_report(base: dict, new: dict) -> dict:
         clash = sorted(set(added) & set(known["arms"]))
         if clash or sorted(plan["seeds"]) != sorted(known["seeds"]):
             raise ValueError(f"cannot extend: task {task} ran arms {clash} twice, or other seeds")
-        known["arms"] = [a for a in ARMS if a in known["arms"] or a in added]
+        known["arms"] = [*known["arms"], *added]
         for arm in added:
             setup["arm_settings"][task][arm] = new["setup"]["arm_settings"][task][arm]
             commits.setdefault(task, {})[arm] = new["meta"]["started_commit"]
-    setup["arms"] = [a for a in ARMS if any(a in p["arms"] for p in setup["plan"].values())]
+    setup["arms"] = list(dict.fromkeys(a for p in setup["plan"].values() for a in p["arms"]))
     runs = base["runs"] + [r for r in new["runs"] if r["arm"] != "uniform"]
     return {**base, "setup": setup, "runs": runs, "summary": summarize(runs, setup["mine_from"]),
             "extended_by": [*base.get("extended_by", []), {"commit": new["meta"]["started_commit"], "wall_s": new["wall_s"]}]}

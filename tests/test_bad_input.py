@@ -142,6 +142,7 @@ CASES = {
     "selector without its parameter": (set_key("custom.hard_sample_mining.selector", {"mode": "top_k"}), "validate"),
     "hard_weight below 1": (set_key("custom.hard_sample_mining.hard_weight", 0.5), "validate"),
     "unknown trigger mode": (set_key("custom.hard_sample_mining.trigger", "soon"), "validate"),
+    "shadow not a bool": (set_key("custom.hard_sample_mining.shadow", "yes"), "validate"),
     "percentile above 1": (set_key("custom.hard_sample_mining.selector", {"mode": "percentile", "value": 1.5}), "validate"),
     "negative max_length": (set_key("data.max_length", -1), "validate"),
     "missing deepspeed file": (set_key("deepspeed", {"enabled": True, "config": "ds.json"}), "validate"),

@@ -1,6 +1,8 @@
 """Mining off changes nothing: per-step losses equal a plain Trainer's, bit for bit."""
 
+import json
 import random
+from dataclasses import replace
 
 import pytest
 import torch
@@ -118,3 +120,30 @@ def test_a_trainer_that_ignores_hardmines_sampler_is_stopped_before_training(tmp
     with pytest.raises(MiningError, match="does not draw from hardmine's sampler"):
         trainer.train()
     assert trainer.state.global_step == 0
+
+
+def test_shadow_mode_is_the_exact_control_of_the_same_settings(tmp_path):
+    """Shadow mines as when on (same plans, same dumps) and never applies a plan: bitwise equal to the
+    active run (losses, grad norms, order) until the active run's first plan applies, then the stock order."""
+    settings = MiningSettings(start_epoch=1, trigger="start", selector=SelectorSettings(mode="top_k", k=8, value=None))
+    active, active_losses = run(tmp_path / "active", HardmineTrainer, mining=settings, epochs=3)
+    shadow, shadow_losses = run(tmp_path / "shadow", HardmineTrainer, mining=replace(settings, shadow=True), epochs=3)
+    _, tiled_control = run(tmp_path / "tiled", HardmineTrainer, tiled_loss=True, epochs=3)
+    steps_before_plan = 2 * 6  # the plan made at the end of epoch 1 applies from epoch 2
+
+    def norms(trainer):
+        return [h["grad_norm"] for h in trainer.state.log_history if "grad_norm" in h]
+
+    assert shadow_losses[:steps_before_plan] == active_losses[:steps_before_plan]  # bitwise
+    assert norms(shadow)[:steps_before_plan] == norms(active)[:steps_before_plan]
+    assert active_losses[steps_before_plan:] != shadow_losses[steps_before_plan:]
+    assert shadow_losses == tiled_control  # never a plan applied: the control on the same loss path, to the end
+    assert shadow.train_sampler.plan is None and active.train_sampler.plan is not None
+    assert [r["hsm/active"] for r in shadow.mining.history] == [r["hsm/active"] for r in active.mining.history]
+    assert all(r["hsm/shadow"] == 1.0 for r in shadow.mining.history)
+    for epoch in (1, 2):  # the same hard sets were mined and dumped (the epoch-1 plan saw identical losses)
+        a = json.loads((tmp_path / "active" / f"hard_samples_epoch_{epoch}.json").read_text())
+        b = json.loads((tmp_path / "shadow" / f"hard_samples_epoch_{epoch}.json").read_text())
+        if epoch == 1:
+            assert [s["base_idx"] for s in a["samples"]] == [s["base_idx"] for s in b["samples"]]
+        assert b["num_hard"] == 8

@@ -117,6 +117,10 @@ class MiningSettings:
     __pydantic_config__ = _STRICT
 
     enabled: bool = True
+    # Mine exactly as when on (record, trigger, select, guard, dump, log) but never apply a
+    # plan: the sampler keeps the stock order. The exact control of the same settings with
+    # shadow off: the two runs are bitwise equal until the active run's first plan applies.
+    shadow: bool = False
     start_epoch: int = 2  # 0-based; a plan made at the end of epoch n applies from n + 1
     # Trigger plateau: fires once an epoch's monitor improved by less than this share, so
     # after a first epoch's plunge (docs/benchmarks.md, the trigger tables).
@@ -152,7 +156,7 @@ class MiningSettings:
         if self.noise_guard.rule is None:  # unset: the rule of the recorded statistic
             rule = DEFAULT_GUARD_RULES[self.sample_loss.statistic]
             object.__setattr__(self, "noise_guard", replace(self.noise_guard, rule=rule))
-        for name in ("enabled", "higher_is_better", "dump", "dump_population"):
+        for name in ("enabled", "shadow", "higher_is_better", "dump", "dump_population"):
             if not isinstance(getattr(self, name), bool):
                 raise SettingError(f"{MINING_KEY}.{name}", getattr(self, name), "true or false")
         if not isinstance(self.monitor, str) or not self.monitor:

@@ -31,6 +31,7 @@ Metrics (``Trainer.log``, one row per closed epoch; all floats)
 ``hsm/active``                 1 in an epoch that made a plan: the trigger has fired and
                                ``max_active_epochs`` plans are not yet made
 ``hsm/finished``               1 once those plans are made: no more reweighting
+``hsm/shadow``                 1 in shadow mode: plans are made and dumped, never applied
 ``hsm/monitored``              the monitored value the trigger saw
 ``hsm/trigger_signal``         the sample signal of trigger ``tail`` or ``stable``,
                                until it fires (its tail lag / top overlap)
@@ -241,7 +242,9 @@ class HardMining:
         if status == "error":
             raise MiningError(f"mining failed at the end of epoch {epoch} on rank 0: {plan_state}")
         self.mined_epoch = epoch
-        self.sampler.plan = None if plan_state is None else HardSamplePlan.from_state_dict(plan_state)
+        # Shadow mode: the plan is made, dumped and logged, never handed to the sampler.
+        applied = None if self.settings.shadow else plan_state
+        self.sampler.plan = None if applied is None else HardSamplePlan.from_state_dict(applied)
         return metrics
 
     def _mine_on_rank0(self, epoch: int, gathered, monitored):
@@ -326,6 +329,7 @@ class HardMining:
             "hsm/epoch": float(report.epoch),
             "hsm/active": float(report.active),
             "hsm/finished": float(report.finished),
+            "hsm/shadow": float(self.settings.shadow),
             "hsm/observations": float(observed_now),
             "hsm/nonfinite": float(report.stats.get("nonfinite", 0)),
         }
@@ -361,6 +365,7 @@ class HardMining:
         return (
             f"hardmine: epoch {epoch}: {int(m['hsm/num_hard'])} hard of {int(m['hsm/eligible'])} eligible ({mode}), "
             f"weight {m['hsm/weight_max']:g}; loss hard {m['hsm/hard_loss_mean']:.4f} vs all {m['hsm/all_loss_mean']:.4f}"
+            + ("; shadow: not applied, the order stays the stock one" if m.get("hsm/shadow") else "")
         )
 
     # ----------------------------------------------------------------- state
