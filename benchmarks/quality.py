@@ -51,10 +51,12 @@ epoch in every arm of a seed (the runs are identical until then);
 * ``mixed`` / ``mixed_weight2`` (VL only): the defaults recording half each
   sample's mean token loss and half its description words' (``sample_loss:
   mixed``), at hard weight 3 / 2;
-* ``trigger_start`` / ``trigger_tail`` / ``trigger_stable``: the defaults with
-  another trigger mode (``trigger``; ``defaults`` runs the default one);
-* ``rest_stalled`` / ``rest_half`` / ``rest_none``: ``trigger_start`` with another
-  ``noise_guard.rest`` (who of a hard streak rests), read against ``trigger_start``;
+* ``plateau``: the defaults with ``trigger: plateau`` (the default until the
+  suite at commit 10e3ae0, which also ran arms ``trigger_start``, today's
+  default, and ``trigger_tail`` / ``trigger_stable``, two signals of the samples'
+  own losses retired after it: the trigger table of docs/benchmarks.md);
+* ``rest_stalled`` / ``rest_half`` / ``rest_none``: the defaults with another
+  ``noise_guard.rest`` (who of a hard streak rests), read against the defaults;
 * ``window2`` (both tasks in the full suite; a sweep arm): the defaults with
   a guard window of 2 epochs instead of 3 (the default until the suite at
   commit b8ff5a2, where this arm was ``window3``, the defaults with 3 instead of 2);
@@ -144,8 +146,7 @@ SWEEP: dict[str, dict | Callable[[int], dict]] = {
 }
 SWEEP_ARMS = tuple(SWEEP)
 ARMS = (
-    "uniform", "placebo", "defaults", "trigger_start", "trigger_tail", "trigger_stable", "rest_stalled", "rest_half",
-    "rest_none", "start_level_guard", "learning_guard",
+    "uniform", "placebo", "defaults", "plateau", "rest_stalled", "rest_half", "rest_none", "start_level_guard", "learning_guard",
     "original", "guard_off", "correction_off", "weight2", "active5", "active3", "unbounded", "no_flag_for_good",
     "worst_tokens", "worst_tokens_guard_off", "descriptions", "descriptions_start_level", "descriptions_window2",
     "descriptions_weight2", "mixed", "mixed_weight2", "oracle", *SWEEP_ARMS,
@@ -228,16 +229,15 @@ QUICK = {
 }
 # Seeds and arms of the full suite per task: the control, the order-only placebo,
 # the defaults, the oracle, and per task the questions it answers. The text tasks
-# compare the trigger's modes: the counter's control learns steadily, so the
-# default plateau test may never fire there. The VL task compares statistics for
-# dense captions (its default trigger fires where ``start`` does: the trigger
-# table on docs/benchmarks.md replays it on every control).
+# compare the plateau trigger with today's (the counter's control learns steadily,
+# so a plateau test may never fire there) and who of a hard streak rests. The VL
+# task compares statistics for dense captions.
 PAYOFF_SEEDS = [0, 1, 2, 3, 4, 5, 6, 7]
-TRIGGER_ARMS = ["uniform", "placebo", "defaults", "trigger_start", "trigger_tail", "trigger_stable", "oracle"]
+TEXT_ARMS = ["uniform", "placebo", "defaults", "plateau", "rest_stalled", "rest_half", "rest_none", "oracle"]
 FULL_PLAN = {
-    "text": (PAYOFF_SEEDS, TRIGGER_ARMS),
-    "counter": (PAYOFF_SEEDS, TRIGGER_ARMS),
-    "vl": (PAYOFF_SEEDS, ["uniform", "placebo", "defaults", "descriptions", "descriptions_weight2", "oracle"]),
+    "text": (PAYOFF_SEEDS, TEXT_ARMS),
+    "counter": (PAYOFF_SEEDS, TEXT_ARMS),
+    "vl": (PAYOFF_SEEDS, ["uniform", "placebo", "defaults", "descriptions", "descriptions_weight2", "mixed", "oracle"]),
 }
 
 
@@ -263,12 +263,11 @@ def arm_section(arm: str, *, mine_from: int | None, train_size: int) -> dict[str
             **forced, "trigger": "start", "selector": {"mode": "threshold", "value": 1e30}, "noise_guard": {"enabled": False},
         },
         "defaults": forced,
-        # The trigger's modes (hardmine.core.trigger), each otherwise the defaults.
-        "trigger_start": {**forced, "trigger": "start"},
-        "trigger_tail": {**forced, "trigger": "tail"},
-        "trigger_stable": {**forced, "trigger": "stable"},
-        # Who of a hard streak rests (noise_guard.rest), with mining from start_epoch so
-        # that every task reaches its fourth plan; read against trigger_start (rest: all).
+        # The trigger that was the default until the suite at commit 10e3ae0 (the trigger table).
+        "plateau": {**forced, "trigger": "plateau"},
+        # Who of a hard streak rests (noise_guard.rest), mining from start_epoch (today's
+        # default trigger) so that every task reaches its fourth plan; read against the arm
+        # that ran today's defaults (rest: all).
         **{f"rest_{mode}": {**forced, "trigger": "start", "noise_guard": {"rest": mode}} for mode in ("stalled", "half", "none")},
         "original": {
             **forced,
@@ -924,9 +923,12 @@ LOWER_IS_BETTER = {"loss"}
 
 
 #: Arms read head to head against another arm (``paired_reference``): one setting changed from it.
+#: The first of the candidates that ran: in the suite at 10e3ae0 today's defaults were arm
+#: ``trigger_start`` (``defaults`` then ran the plateau trigger).
 HEAD_TO_HEAD = {
-    "rest_stalled": "trigger_start", "rest_half": "trigger_start", "rest_none": "trigger_start",
-    "mixed": "defaults", "mixed_weight2": "defaults", "descriptions": "defaults", "descriptions_weight2": "defaults",
+    "rest_stalled": ("trigger_start", "defaults"), "rest_half": ("trigger_start", "defaults"),
+    "rest_none": ("trigger_start", "defaults"), "mixed": ("defaults",), "mixed_weight2": ("defaults",),
+    "descriptions": ("defaults",), "descriptions_weight2": ("defaults",),
 }
 
 
@@ -941,16 +943,17 @@ def summarize(runs: list[dict], mine_from: int | None) -> dict:
         entry: dict[str, Any] = {"arms": {}, "trigger": trigger_summary(controls, mine_from)}
         for (arm,), arm_runs in sorted(_group(group, "arm").items()):
             arm_runs = sorted(arm_runs, key=lambda r: r["seed"])
+            ran = {r["arm"] for r in group}
+            head = next((h for h in HEAD_TO_HEAD.get(arm, ()) if h in ran), None)
+            references = {r["seed"]: r for r in group if r["arm"] == head} if head else {}
             a: dict[str, Any] = {"seeds": [r["seed"] for r in arm_runs], "metrics": {}, "paired": {}, "paired_placebo": {},
-                                 "paired_defaults": {}, "paired_reference": {}, "reference": HEAD_TO_HEAD.get(arm)}
+                                 "paired_defaults": {}, "paired_reference": {}, "reference": head}
             for slice_name, metric in METRICS:
                 values = [final_metric(r, slice_name, metric) for r in arm_runs]
                 if any(v is None for v in values):
                     continue
                 key = f"{slice_name}_{metric}"
                 a["metrics"][key] = stats(values)
-                head = HEAD_TO_HEAD.get(arm)
-                references = {r["seed"]: r for r in group if r["arm"] == head} if head else {}
                 for field, refs, own in (
                     ("paired", controls, "uniform"), ("paired_placebo", placebos, "placebo"), ("paired_defaults", defaults, "defaults"),
                     ("paired_reference", references, head),

@@ -23,7 +23,8 @@ import report_payoff  # noqa: E402  (the first screen: does it help, and when)
 
 REPO = Path(__file__).resolve().parents[1]
 ARM_ORDER = (
-    "uniform", "placebo", "defaults", "trigger_start", "trigger_tail", "trigger_stable", "start_level_guard", "learning_guard", "sticky_guard", "improvement_guard", "weight2",
+    "uniform", "placebo", "defaults", "plateau", "trigger_start", "trigger_tail", "trigger_stable", "rest_stalled",
+    "rest_half", "rest_none", "start_level_guard", "learning_guard", "sticky_guard", "improvement_guard", "weight2",
     "original", "guard_off", "correction_off", "no_flag_for_good", "active5", "active3", "unbounded", "worst_tokens",
     "worst_tokens_guard_off", "descriptions", "descriptions_start_level", "descriptions_window3", "descriptions_window2", "descriptions_weight2", "mixed", "mixed_weight2", "window3", "window2",
     "oracle",
@@ -33,10 +34,14 @@ ARM_NOTES = {
     "placebo": "mining starts but marks nothing: only the data order changes",
     "defaults": "hardmine's defaults when the runs were made (see the arms table)",
     "trigger_start": "defaults with `trigger: start`: mining from `start_epoch` whatever the loss does",
-    "trigger_tail": "defaults with `trigger: tail`: from `start_epoch`, once the worst tenth's loss falls more slowly "
-                    "than the median's",
-    "trigger_stable": "defaults with `trigger: stable`: from `start_epoch`, once half of the worst tenth stayed in it "
-                      "from one epoch to the next",
+    "trigger_tail": "defaults with `trigger: tail` (retired after the suite at 10e3ae0): from `start_epoch`, once the "
+                    "worst tenth's loss falls more slowly than the median's",
+    "trigger_stable": "defaults with `trigger: stable` (retired after the suite at 10e3ae0): from `start_epoch`, once half "
+                      "of the worst tenth stayed in it from one epoch to the next",
+    "plateau": "defaults with `trigger: plateau` (the default until the suite at 10e3ae0)",
+    "rest_stalled": "defaults, where only those of a hard streak whose loss did not fall rest (`noise_guard.rest: stalled`)",
+    "rest_half": "defaults, where half of a hard streak rests, the other half the plan after (`noise_guard.rest: half`)",
+    "rest_none": "defaults, where no sample rests after a hard streak (`noise_guard.rest: none`)",
     "original": "EMA, top-k 10%, weight 3, no guard, no correction",
     "guard_off": "defaults without the noise guard",
     "correction_off": "defaults without progress correction",

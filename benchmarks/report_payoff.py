@@ -20,7 +20,7 @@ HEADLINE = {"text": ("hard_loss", "loss"), "counter": ("hard_loss", "loss"), "vl
 SHARE_GOAL = 0.5  # of the oracle's gain, on clean labels
 SEEDS_GOAL = 7 / 8  # of seeds better than the exact control, on clean labels
 WRONG_LABEL_GOAL = 1.0  # mined wrong labels at most this many times their base rate
-TRIGGER_ARMS = ("defaults", "trigger_start", "trigger_tail", "trigger_stable")
+TRIGGER_ARMS = ("defaults", "plateau", "trigger_start", "trigger_tail", "trigger_stable")
 STEADY_FALL = 0.3  # a control "learns steadily" while its training loss falls this much an epoch
 
 

@@ -141,7 +141,7 @@ CASES = {
     "start_epoch never reached": (set_key("custom.hard_sample_mining.start_epoch", 5), "train"),
     "selector without its parameter": (set_key("custom.hard_sample_mining.selector", {"mode": "top_k"}), "validate"),
     "hard_weight below 1": (set_key("custom.hard_sample_mining.hard_weight", 0.5), "validate"),
-    "unknown trigger mode": (set_key("custom.hard_sample_mining.trigger", "soon"), "validate"),
+    "unknown trigger mode": (set_key("custom.hard_sample_mining.trigger", "tail"), "validate"),
     "shadow not a bool": (set_key("custom.hard_sample_mining.shadow", "yes"), "validate"),
     "percentile above 1": (set_key("custom.hard_sample_mining.selector", {"mode": "percentile", "value": 1.5}), "validate"),
     "negative max_length": (set_key("data.max_length", -1), "validate"),

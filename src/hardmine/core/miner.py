@@ -24,7 +24,7 @@ from .plan import HardSamplePlan
 from .guard import DEFAULT_GUARD_RULES, GuardSettings
 from .selection import Selection, SelectorSettings, select_hard
 from .tracker import LossTracker, TrackerSettings
-from .trigger import SAMPLE_MODES, Trigger, TriggerSettings, sample_signal
+from .trigger import Trigger, TriggerSettings
 
 
 #: Keyword arguments for pydantic, which validates these dataclasses for the YAML
@@ -128,10 +128,9 @@ class MiningSettings:
     patience: int = 1
     monitor: str = "train_loss"  # or an eval metric reported after every epoch (eval_<name>_loss)
     higher_is_better: bool = False
-    # How the trigger decides (hardmine.core.trigger): "plateau" (the monitor's relative
-    # improvement below plateau_delta), "start" (at start_epoch, whatever the loss does),
-    # "tail" or "stable" (signals of the samples' own losses).
-    trigger: str = "plateau"
+    # When mining starts (hardmine.core.trigger): "start" (at start_epoch, whatever the loss
+    # does) or "plateau" (once the monitor improved by less than plateau_delta).
+    trigger: str = "start"
     sample_loss: SampleLossSettings = field(default_factory=SampleLossSettings)
     selector: SelectorSettings = field(default_factory=SelectorSettings)
     aggregation: AggregationSettings = field(default_factory=AggregationSettings)
@@ -221,8 +220,6 @@ class EpochReport:
     population: Population | None = None  # with end_epoch(..., population=True)
     # The trigger fired, and max_active_epochs plans were made: no more reweighting.
     finished: bool = False
-    # The trigger's sample signal (modes tail, stable) at this epoch; None where none was computed.
-    trigger_signal: float | None = None
 
 
 class HardSampleMiner:
@@ -255,8 +252,7 @@ class HardSampleMiner:
         """
         if monitored is None:
             monitored = self.tracker.epoch_mean_loss(epoch)
-        signal = self._sample_signal(epoch)
-        fired = self.trigger.update(epoch, monitored, signal)
+        fired = self.trigger.update(epoch, monitored)
         finished = fired and self.past_active_epochs(epoch)
         active = fired and not finished
         selection = None
@@ -299,19 +295,7 @@ class HardSampleMiner:
             hard_stats=hard_stats,
             population=table,
             finished=finished,
-            trigger_signal=signal,
         )
-
-    def _sample_signal(self, epoch: int) -> float | None:
-        """The trigger's sample signal at the end of ``epoch``: from the mined datasets' raw
-        losses of this epoch and the last, before the trigger fires (none after, nor for the
-        monitor's modes)."""
-        mode = self.settings.trigger
-        if mode not in SAMPLE_MODES or self.trigger.active or epoch < self.settings.start_epoch:
-            return None
-        rows = [self.tracker.view(name, epoch).history[-2:] for name in self.eligible]
-        previous, current = np.concatenate([r[0] for r in rows]), np.concatenate([r[1] for r in rows])
-        return sample_signal(mode, previous, current)
 
     def past_active_epochs(self, epoch: int) -> bool:
         """Whether the plan of ``epoch`` comes after the last of ``max_active_epochs`` (never when unset)."""

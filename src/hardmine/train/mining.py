@@ -33,8 +33,6 @@ Metrics (``Trainer.log``, one row per closed epoch; all floats)
 ``hsm/finished``               1 once those plans are made: no more reweighting
 ``hsm/shadow``                 1 in shadow mode: plans are made and dumped, never applied
 ``hsm/monitored``              the monitored value the trigger saw
-``hsm/trigger_signal``         the sample signal of trigger ``tail`` or ``stable``,
-                               until it fires (its tail lag / top overlap)
 ``hsm/observations``           per-sample losses recorded this epoch
 ``hsm/nonfinite``              NaN/inf losses so far (never aggregated)
 ``hsm/num_hard``               size of the new hard set            (active only)
@@ -335,8 +333,6 @@ class HardMining:
         }
         if report.monitored is not None:
             m["hsm/monitored"] = float(report.monitored)
-        if report.trigger_signal is not None:
-            m["hsm/trigger_signal"] = float(report.trigger_signal)
         if report.selection is not None:
             sel = report.selection
             low, high = report.plan.weight_range()
