@@ -36,13 +36,42 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
 
 
+#: Settings that only decide when mining starts: an arm that differs from today's defaults in
+#: these alone, and whose trigger fired where today's fires in every run, made the same runs.
+TRIGGER_KEYS = ("trigger", "plateau_delta", "patience")
+
+
 def current_arm(report: dict, task: str, today: dict | None) -> str | None:
-    """The arm whose recorded settings are ``today``'s defaults (None: no arm ran them)."""
+    """The arm that ran ``today``'s defaults: its recorded settings, or the same but for the trigger
+    where that trigger fired at today's ``start_epoch`` in every run (None: no such arm)."""
+    return _current(report, task, today)[0]
+
+
+def same_runs_note(report: dict, task: str, today: dict | None) -> str | None:
+    """Why an arm with another trigger stands for today's defaults (None: it ran them exactly)."""
+    return _current(report, task, today)[1]
+
+
+def _current(report: dict, task: str, today: dict | None) -> tuple[str | None, str | None]:
     recorded = report["setup"].get("arm_settings", {}).get(task, {})
+    if today is None:
+        return None, None
     for arm in ("defaults", *TRIGGER_ARMS, *recorded):
         if arm in recorded and arm != "uniform" and recorded[arm] == today:
-            return arm
-    return None
+            return arm, None
+    if today.get("trigger") != "start":
+        return None, None
+    untriggered = {k: v for k, v in today.items() if k not in TRIGGER_KEYS}
+    for arm in ("defaults", *recorded):
+        settings = recorded.get(arm)
+        if arm == "uniform" or settings is None or {k: v for k, v in settings.items() if k not in TRIGGER_KEYS} != untriggered:
+            continue
+        fired = [e for c in ("clean", "noisy") for e in report["summary"].get(f"{task}/{c}", {}).get("arms", {}).get(arm, {}).get("fired_epoch", [])]
+        if fired and all(e == today["start_epoch"] for e in fired):
+            note = (f"`{task}`: arm `{arm}` ran `trigger: {settings.get('trigger')}`, which fired at the end of epoch "
+                    f"{today['start_epoch']} in all {len(fired)} runs, where today's `trigger: start` fires: the same runs.")
+            return arm, note
+    return None, None
 
 
 def placebo_spread(entry: dict, key: str) -> tuple[float, float] | None:
@@ -188,7 +217,7 @@ def steady_line(report: dict, task: str) -> str | None:
 def trigger_section(report: dict) -> list[str]:
     """The trigger's modes compared on every task, on clean and noisy labels."""
     L = ["## The trigger", "",
-         "Each arm is today's defaults with one trigger; all arms of a seed are identical until their first plan, so "
+         "Each arm is the defaults of its suite with one trigger; all arms of a seed are identical until their first plan, so "
          "arms that fire at the same epoch are the same run. Gains are paired to the exact control; in brackets, as a "
          "share of the oracle's. The plateau test at other deltas is replayed on the control (when it would fire).", ""]
     for task in report["setup"]["tasks"]:
@@ -245,7 +274,8 @@ def today_settings(tasks) -> dict[str, dict]:
 
 def first_screen(report: dict) -> list[str]:
     """The page's first screen: the payoff table, then the goals, met or not."""
-    rows = payoff_rows(report, today_settings(report["setup"]["tasks"]))
+    today = today_settings(report["setup"]["tasks"])
+    rows = payoff_rows(report, today)
     if not rows:
         return ["No arm of this suite ran today's defaults: the first table needs a rerun of `make bench`.", ""]
     return [
@@ -262,6 +292,8 @@ def first_screen(report: dict) -> list[str]:
         "Goals:",
         "",
         *goal_lines(rows),
+        "",
+        *[f"- {n}" for n in dict.fromkeys(same_runs_note(report, r["task"], today[r["task"]]) for r in rows) if n],
         "",
         f"In the README: {readme_card(rows)}",
         "",

@@ -83,3 +83,20 @@ def test_the_readme_card_is_written_between_its_markers_and_nowhere_else(tmp_pat
 def test_fired_cells_count_seeds_per_epoch_with_never_last():
     assert rp.fired_cell([2, None, 3, 2]) == "2 (2), 3 (1), never (1)"
     assert rp.fired_cell({"0": None}) == "never (1)"
+
+
+def test_an_arm_with_another_trigger_that_fired_where_start_fires_stands_for_today_s_defaults():
+    if TODAY["trigger"] != "start":
+        pytest.skip("today's trigger is not start")
+    r = report("trigger_start", 0.5)
+    r["setup"]["arm_settings"]["counter"].pop("trigger_start")
+    for cond in ("counter/clean", "counter/noisy"):
+        r["summary"][cond]["arms"].pop("trigger_start")
+    plateau = {**TODAY, "trigger": "plateau"}
+    r["setup"]["arm_settings"]["counter"]["defaults"] = plateau
+    r["summary"]["counter/clean"]["arms"]["defaults"]["fired_epoch"] = [TODAY["start_epoch"]] * 8
+    r["summary"]["counter/noisy"]["arms"]["defaults"]["fired_epoch"] = [TODAY["start_epoch"]] * 8
+    assert rp.current_arm(r, "counter", TODAY) == "defaults"
+    assert "fired at the end of epoch 2 in all 16 runs" in rp.same_runs_note(r, "counter", TODAY)
+    r["summary"]["counter/clean"]["arms"]["defaults"]["fired_epoch"][3] = 4  # one run fired later: other runs
+    assert rp.current_arm(r, "counter", TODAY) is None
