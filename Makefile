@@ -56,9 +56,10 @@ test-swift: $(STAMP_SWIFT)
 test-trl: $(STAMP_TRL)
 	$(VENV_TRL)/bin/python -m pytest tests/train/test_trl.py tests/train/test_library_example.py tests/train/test_disabled_identity.py
 
-# Scale of the engine, the quality suite, the signal replays, the long runs and
-# the sweep (about 3 h on two cores), the per-step overhead (CPU; TRL in its own
-# environment), then the results page docs/benchmarks.md from the JSON they write.
+# Scale of the engine, the quality suite (three tasks, 8 seeds; about 1.8 h), the signal
+# replays, the long runs and the sweep (about 1.4 h), the per-step overhead (CPU; TRL in
+# its own environment): about 3.5 h on two cores. Then the results page
+# docs/benchmarks.md and the README's paragraph on whether mining helps, from the JSON.
 bench: $(STAMP) $(STAMP_TRL)
 	$(BIN)/python benchmarks/core_scale.py --samples 10000000
 	# The quality suite on two cores, one process each: the text task then VL seeds 0-3 on one,
