@@ -771,11 +771,11 @@ def mined_shares(mined: dict[int, np.ndarray], is_hard: np.ndarray, corrupted: n
 
 
 def replay_trigger(monitored: dict[int, float], **trigger_kwargs) -> int | None:
-    """The epoch at whose end a plateau trigger with these settings fires (None: never)."""
+    """The epoch at whose end a trigger with these settings (mode ``plateau`` unless given) fires (None: never)."""
     from hardmine.core import TriggerSettings
     from hardmine.core.trigger import Trigger
 
-    trigger = Trigger(TriggerSettings(**trigger_kwargs))
+    trigger = Trigger(TriggerSettings(**{"mode": "plateau", **trigger_kwargs}))
     for epoch in sorted(monitored):
         if trigger.update(epoch, monitored[epoch]):
             return trigger.activated_at
@@ -1059,7 +1059,7 @@ def trigger_summary(controls: dict[int, dict], mine_from: int | None) -> dict:
     for seed, run in sorted(controls.items()):
         monitored = {int(r["epoch"]): float(r["hsm/monitored"]) for r in run["mining"] if r.get("hsm/monitored") is not None}
         out.setdefault("monitored", {})[str(seed)] = monitored
-        out["default"][str(seed)] = replay_trigger(monitored, start_epoch=default.start_epoch,
+        out["default"][str(seed)] = replay_trigger(monitored, start_epoch=default.start_epoch, mode=default.mode,
                                                    plateau_delta=default.plateau_delta, patience=default.patience)
         for delta in (0.05, 0.1, 0.2, 0.3, 0.5):  # 0.05: the default before these measurements
             out["candidates"].setdefault(f"plateau_delta={delta}", {})[str(seed)] = replay_trigger(

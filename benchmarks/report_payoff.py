@@ -52,19 +52,39 @@ def same_runs_note(report: dict, task: str, today: dict | None) -> str | None:
     return _current(report, task, today)[1]
 
 
+def _comparable(settings: dict) -> dict:
+    """Flat settings (``noise_guard.window``: 3), for comparing settings recorded at different commits."""
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in _comparable(value).items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def same_settings(recorded: dict, today: dict, ignore: tuple[str, ...] = ()) -> bool:
+    """Whether an arm's recorded settings are today's, on the keys both have. A key only one side has is
+    a setting added or retired since the runs: an added one whose default keeps what hardmine did before
+    it (``shadow: false``, ``noise_guard.rest: all``), or a retired one that became a constant at the
+    value it had (``sample_loss.tokens``, ``aggregation.level_decay``) or never applied (the retired
+    guard rules' ``noise_guard.min_improvement``)."""
+    a, b = _comparable(recorded), _comparable(today)
+    return all(a[k] == b[k] for k in a.keys() & b.keys() if k not in ignore)
+
+
 def _current(report: dict, task: str, today: dict | None) -> tuple[str | None, str | None]:
     recorded = report["setup"].get("arm_settings", {}).get(task, {})
     if today is None:
         return None, None
     for arm in ("defaults", *TRIGGER_ARMS, *recorded):
-        if arm in recorded and arm != "uniform" and recorded[arm] == today:
+        if arm in recorded and arm != "uniform" and same_settings(recorded[arm], today):
             return arm, None
     if today.get("trigger") != "start":
         return None, None
-    untriggered = {k: v for k, v in today.items() if k not in TRIGGER_KEYS}
     for arm in ("defaults", *recorded):
         settings = recorded.get(arm)
-        if arm == "uniform" or settings is None or {k: v for k, v in settings.items() if k not in TRIGGER_KEYS} != untriggered:
+        if arm == "uniform" or settings is None or not same_settings(settings, today, TRIGGER_KEYS):
             continue
         fired = [e for c in ("clean", "noisy") for e in report["summary"].get(f"{task}/{c}", {}).get("arms", {}).get(arm, {}).get("fired_epoch", [])]
         if fired and all(e == today["start_epoch"] for e in fired):
