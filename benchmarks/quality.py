@@ -1061,6 +1061,9 @@ def trigger_summary(controls: dict[int, dict], mine_from: int | None) -> dict:
         out.setdefault("monitored", {})[str(seed)] = monitored
         out["default"][str(seed)] = replay_trigger(monitored, start_epoch=default.start_epoch, mode=default.mode,
                                                    plateau_delta=default.plateau_delta, patience=default.patience)
+        out.setdefault("plateau_default", {})[str(seed)] = replay_trigger(
+            monitored, start_epoch=default.start_epoch, plateau_delta=default.plateau_delta, patience=default.patience
+        )
         for delta in (0.05, 0.1, 0.2, 0.3, 0.5):  # 0.05: the default before these measurements
             out["candidates"].setdefault(f"plateau_delta={delta}", {})[str(seed)] = replay_trigger(
                 monitored, start_epoch=default.start_epoch, plateau_delta=delta, patience=default.patience
