@@ -265,19 +265,21 @@ def readme_card(rows: list[dict]) -> str:
     def gain(r: dict) -> str:
         key, metric = HEADLINE[r["task"]]
         number = f"{r['diff']:+.3f}" if key.endswith("acc") else _pct(r["relative"], 0)
-        return f"{r['task']} {metric} {number} ({_better(r)} seeds)"
+        return f"{r['task']} {metric} {number} (better in {_better(r)} seeds)"
 
-    parts = ["On the benchmark suite (tiny models, 8 paired seeds a task, against the exact control), today's defaults "
-             "changed the hard slice's " + "; ".join(gain(r) for r in clean) + " with clean labels"]
+    text = ("On hardmine's benchmark suite (tiny models, 8 paired seeds a task, each against the exact control), "
+            "today's defaults changed the hard slice, with clean labels, by: " + ", ".join(gain(r) for r in clean) + ".")
     if noisy:
-        parts.append("with 10% wrong labels, overall eval loss " + ", ".join(f"{r['task']} {_pct(r['overall'], 0)}" for r in noisy)
-                     + ", mining wrong labels at " + ", ".join(_ratio(r["wrong_ratio"]) for r in noisy) + " their base rate")
+        text += (" With 10% wrong labels, overall eval loss changed by " + ", ".join(f"{_pct(r['overall'], 0)} ({r['task']})" for r in noisy)
+                 + ", and the mined sets held wrong labels at " + ", ".join(f"{_ratio(r['wrong_ratio'])} ({r['task']})" for r in noisy)
+                 + " their base rate.")
     helped = [r["task"] for r in clean if r["share"] is not None and r["share"] >= SHARE_GOAL]
-    text = "; ".join(parts) + "."
+    short = [r["task"] for r in clean if r["task"] not in helped]
     if helped:
-        text += (f" It reached half or more of what mining told the hard slice reaches on {', '.join(helped)}. Switch it on "
-                 "when a minority of target samples stays wrong while the rest is learnt; it cannot teach what even that "
-                 "oracle does not.")
+        text += f" It reached half or more of the oracle's gain (mining told the hard slice) on {', '.join(helped)}"
+        text += f", less on {', '.join(short)}." if short else "."
+    text += (" Switch it on when a minority of target samples stays wrong while the rest is learnt, from the start "
+             "epoch on; it cannot teach what even the oracle does not.")
     return text
 
 

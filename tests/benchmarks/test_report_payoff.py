@@ -74,7 +74,7 @@ def test_the_readme_card_is_written_between_its_markers_and_nowhere_else(tmp_pat
     text = readme.read_text()
     card = rp.readme_card(rp.payoff_rows(r, {"counter": TODAY}))
     assert text == f"# x\n\nbefore\n{rp.README_BEGIN}\n{card}\n{rp.README_END}\nafter\n"
-    assert "counter loss -20% (8/8 seeds)" in card
+    assert "counter loss -20% (better in 8/8 seeds)" in card
     plain = tmp_path / "PLAIN.md"
     plain.write_text("no markers\n")
     assert not rp.write_readme_card(plain, r) and plain.read_text() == "no markers\n"
