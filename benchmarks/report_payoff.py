@@ -101,6 +101,11 @@ def placebo_spread(entry: dict, key: str) -> tuple[float, float] | None:
     return (min(rel), max(rel)) if rel else None
 
 
+def _abs_spread(entry: dict, key: str) -> str:
+    diffs = entry["arms"].get("placebo", {}).get("paired", {}).get(key, {}).get("diff")
+    return "–" if not diffs else f"{min(diffs):+.3f} to {max(diffs):+.3f}"
+
+
 def _spread(pair: tuple[float, float] | None) -> str:
     return "–" if pair is None else f"{_pct(pair[0])} to {_pct(pair[1])}"
 
@@ -143,15 +148,23 @@ def payoff_rows(report: dict, today: dict[str, dict]) -> list[dict[str, Any]]:
     return rows
 
 
+def change(r: dict, task: str) -> str:
+    """An arm's headline change: relative for a loss, absolute for an accuracy (whose control may be 0)."""
+    key, _ = HEADLINE[task]
+    if key.endswith("acc"):
+        return "–" if r["diff"] is None else f"{r['diff']:+.3f}"
+    return _pct(r["relative"])
+
+
 def payoff_table(rows: list[dict]) -> list[str]:
     out = []
     for r in rows:
         key, metric = HEADLINE[r["task"]]
         better = "–" if r["better"] is None else f"{r['better'][0]}/{r['better'][1]}"
-        placebo_hard = _spread(placebo_spread(r["entry"], key))
+        placebo_hard = _spread(placebo_spread(r["entry"], key)) if not key.endswith("acc") else _abs_spread(r["entry"], key)
         wrong = "–" if r["condition"] == "clean" or r["wrong_ratio"] is None else f"{r['wrong_ratio']:.2f}x"
         out.append([
-            f"`{r['task']}`", r["condition"], f"hard-slice {metric}: {_pct(r['relative'])} ({_share(r['share'])} of the oracle's)",
+            f"`{r['task']}`", r["condition"], f"hard-slice {metric}: {change(r, r['task'])} ({_share(r['share'])} of the oracle's)",
             better, _pct(r["overall"]), f"{placebo_hard}; overall {_spread(placebo_spread(r['entry'], 'all_loss'))}", wrong,
         ])
     return _table(["task", "labels", "today's defaults vs the exact control", "seeds better", "overall loss",
@@ -216,7 +229,7 @@ def trigger_rows(report: dict, task: str, condition: str) -> list[list[str]]:
         mode = s.get("trigger", "plateau")
         what = f"`{mode}`" + (f", `plateau_delta` {s.get('plateau_delta'):g}" if mode == "plateau" else "")
         rows.append([f"`{arm}`", what, fired_cell(outcome["fired"]),
-                     f"{_pct(outcome['relative'])} ({_share(outcome['share'])})", _better(outcome), _pct(outcome["overall"]),
+                     f"{change(outcome, task)} ({_share(outcome['share'])})", _better(outcome), _pct(outcome["overall"]),
                      _ratio(outcome["wrong_ratio"]) if condition == "noisy" else "–"])
     for name, fired in entry.get("trigger", {}).get("candidates", {}).items():
         rows.append(["replayed on the control", f"`plateau`, {name.replace('=', ' ')}", fired_cell(fired), "", "", "", ""])
