@@ -942,37 +942,6 @@ def defaults_table(report: dict, sweep: dict | None = None, long: dict | None = 
                     parts.append(f"{task}: {text}")
         return "; ".join(parts) or "–"
 
-    def mode_evidence(task: str) -> str:
-        """Each trigger arm that ran, by its mode: hard-slice change, seeds better, when it fired."""
-        recorded = report["setup"].get("arm_settings", {}).get(task, {})
-        out = []
-        for cond in ("clean", "noisy"):
-            e = summary.get(f"{task}/{cond}")
-            arms = [a for a in report_payoff.TRIGGER_ARMS if e and a in e["arms"] and recorded.get(a, {}).get("trigger") in ("start", "plateau")]
-            if not arms:
-                continue
-            parts = []
-            for arm in arms:
-                o = report_payoff.arm_outcome(e, arm, task)
-                parts.append(f"`{recorded[arm]['trigger']}` {pct(o['relative'])} ({o['better'][0]}/{o['better'][1]}; "
-                             f"fired {report_payoff.fired_cell(o['fired'])})")
-            out.append(f"{cond} hard Δ " + " vs ".join(parts))
-        return ", ".join(out)
-
-    def rest_evidence(task: str) -> str:
-        """Each rest arm against the arm of today's defaults it was paired with."""
-        out = []
-        for cond in ("clean", "noisy"):
-            e = summary.get(f"{task}/{cond}")
-            for arm in ("rest_stalled", "rest_half", "rest_none"):
-                a = (e or {}).get("arms", {}).get(arm)
-                if not a or "hard_loss" not in a.get("paired_reference", {}):
-                    continue
-                hard, overall = a["paired_reference"]["hard_loss"], a["paired_reference"]["all_loss"]
-                out.append(f"{cond} `{arm.removeprefix('rest_')}` vs `all`: hard Δ {pct(hard['mean_relative'])} "
-                           f"({hard['better_in']}/{hard['of']} lower), overall Δ {pct(overall['mean_relative'])}")
-        return ", ".join(out)
-
     def trigger_evidence(task: str) -> str:
         out = []
         for cond in ("clean", "noisy"):
@@ -1072,7 +1041,7 @@ def defaults_table(report: dict, sweep: dict | None = None, long: dict | None = 
     rows = []
     keys = [
         ("start_epoch", swept("start_epoch3", "start_epoch4", fallback="not varied (the guard's `window` needs epochs 1-2 of history)"), None),
-        ("trigger", None, mode_evidence),
+        ("trigger", None, lambda task: report_payoff.trigger_evidence(report, task)),
         ("plateau_delta", None, lambda task: "used by `trigger: plateau` only; " + trigger_evidence(task)),
         ("patience", swept("patience2"), None),
         ("monitor", "not varied: the benchmark evaluates outside the Trainer, so there is no `eval_loss` to monitor", None),
@@ -1088,7 +1057,7 @@ def defaults_table(report: dict, sweep: dict | None = None, long: dict | None = 
         ("noise_guard.rule", rule_evidence(), None),
         ("noise_guard.window", None, lambda task: knob_evidence(task, "noise_guard.window")),
         ("noise_guard.max_hard_streak", swept("streak2", "no_streak_cap"), None),
-        ("noise_guard.rest", None, rest_evidence),
+        ("noise_guard.rest", None, lambda task: report_payoff.rest_evidence(report, task)),
         ("shadow", "not a choice of what to mine: the exact control of the same settings (`uniform` is that control)", None),
         ("noise_guard.flag_for_good",
          long_evidence(long, "no_flag_for_good", "no flags for good") or "not varied", None),

@@ -21,6 +21,7 @@ SHARE_GOAL = 0.5  # of the oracle's gain, on clean labels
 SEEDS_GOAL = 7 / 8  # of seeds better than the exact control, on clean labels
 WRONG_LABEL_GOAL = 1.0  # mined wrong labels at most this many times their base rate
 TRIGGER_ARMS = ("defaults", "plateau", "trigger_start", "trigger_tail", "trigger_stable")
+TRIGGER_MODES_NOW = ("start", "plateau")  # the modes hardmine has today (tail and stable were retired)
 STEADY_FALL = 0.3  # a control "learns steadily" while its training loss falls this much an epoch
 
 
@@ -352,3 +353,35 @@ def write_readme_card(readme, report: dict) -> bool:
     card = readme_card(payoff_rows(report, today_settings(report["setup"]["tasks"])))
     path.write_text(f"{head}{README_BEGIN}\n{card}\n{README_END}{tail}", encoding="utf-8")
     return True
+
+
+def trigger_evidence(report: dict, task: str) -> str:
+    """The defaults table's cell for ``trigger``: each trigger arm that ran, by its mode, with its
+    hard-slice change, seeds better and when it fired."""
+    recorded = report["setup"].get("arm_settings", {}).get(task, {})
+    out = []
+    for cond in ("clean", "noisy"):
+        e = report["summary"].get(f"{task}/{cond}")
+        arms = [a for a in TRIGGER_ARMS if e and a in e["arms"] and recorded.get(a, {}).get("trigger") in TRIGGER_MODES_NOW]
+        parts = []
+        for arm in arms:
+            o = arm_outcome(e, arm, task)
+            parts.append(f"`{recorded[arm]['trigger']}` {change(o, task)} ({_better(o)}; fired {fired_cell(o['fired'])})")
+        if parts:
+            out.append(f"{cond} hard Δ " + " vs ".join(parts))
+    return ", ".join(out)
+
+
+def rest_evidence(report: dict, task: str) -> str:
+    """The defaults table's cell for ``noise_guard.rest``: each rest arm against the arm of today's defaults."""
+    out = []
+    for cond in ("clean", "noisy"):
+        e = report["summary"].get(f"{task}/{cond}") or {}
+        for arm in ("rest_stalled", "rest_half", "rest_none"):
+            a = e.get("arms", {}).get(arm)
+            if not a or "hard_loss" not in a.get("paired_reference", {}):
+                continue
+            hard, overall = a["paired_reference"]["hard_loss"], a["paired_reference"]["all_loss"]
+            out.append(f"{cond} `{arm.removeprefix('rest_')}` vs `all`: hard Δ {_pct(hard['mean_relative'])} "
+                       f"({hard['better_in']}/{hard['of']} lower), overall Δ {_pct(overall['mean_relative'])}")
+    return ", ".join(out)
