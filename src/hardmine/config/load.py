@@ -204,9 +204,9 @@ def _training_problems(training: Mapping[str, Any]) -> list[Problem]:
     problems = []
     for key, value in training.items():
         if key in HARDMINE_TRAINING_KEYS:
-            expected = HARDMINE_TRAINING_KEYS[key]
-            if not isinstance(value, expected):
-                problems.append(Problem(f"training.{key}", f"got {value!r}; expected {expected.__name__}"))
+            types, name = HARDMINE_TRAINING_KEYS[key]
+            if not isinstance(value, types):
+                problems.append(Problem(f"training.{key}", f"got {value!r}; expected {name}"))
         elif key not in fields:
             hint = difflib.get_close_matches(key, sorted(set(fields) | set(HARDMINE_TRAINING_KEYS)), n=1)
             suggestion = f"; did you mean 'training.{hint[0]}'?" if hint else ""

@@ -80,5 +80,6 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "seed": 42,
 }
 
-#: Keys of ``training`` that hardmine itself reads; all others go to TrainingArguments.
-HARDMINE_TRAINING_KEYS = {"packing": bool, "tiled_loss": bool}
+#: Keys of ``training`` that hardmine itself reads (their accepted types and how to name them);
+#: all others go to TrainingArguments. ``tiled_loss: null``: on exactly when mining is on.
+HARDMINE_TRAINING_KEYS = {"packing": ((bool,), "bool"), "tiled_loss": ((bool, type(None)), "bool or null")}
