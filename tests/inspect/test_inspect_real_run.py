@@ -43,12 +43,12 @@ def test_the_selection_is_recomputed_from_the_population_file(tiny_runs):
         assert int(population.columns["eligible"].sum()) == dump["decision"]["eligible"]
 
 
-def test_every_hsm_row_carries_the_dump_epoch_and_no_mode_code(tiny_runs):
+def test_every_hsm_row_carries_the_dump_epoch_and_active_rows_the_selection_mode(tiny_runs):
     state = json.loads(latest_trainer_state(tiny_runs["mined"]).read_text())
     rows = [r for r in state["log_history"] if any(k.startswith("hsm/") for k in r)]
     assert [r["hsm/epoch"] for r in rows] == [0.0, 1.0, 2.0]
     assert [r["epoch"] for r in rows] == [1.0, 2.0, 3.0]  # Trainer's count is the dump's + 1
-    assert not any("hsm/selection_mode" in r for r in rows)
+    assert [r.get("hsm/selection_mode") for r in rows] == [None, "percentile", "percentile"]
     log = [json.loads(line) for line in (tiny_runs["mined"] / "hard_samples_epochs.jsonl").read_text().splitlines()]
     assert [(r["epoch"], r["selection_mode"]) for r in log] == [(0, None), (1, "percentile"), (2, "percentile")]
 
@@ -60,6 +60,8 @@ def test_tensorboard_has_the_loss_histograms_of_each_mining_epoch(tiny_runs):
     events.Reload()
     tags = events.Tags()["histograms"]
     assert {"hsm/aggregated_loss_target", "hsm/aggregated_loss_hard"} <= set(tags)
+    assert "hsm/selection_mode/text_summary" in events.Tags()["tensors"]  # the mode, once, as text
+    assert "hsm/selection_mode" not in events.Tags()["scalars"]
     target = events.Histograms("hsm/aggregated_loss_target")
     hard = events.Histograms("hsm/aggregated_loss_hard")
     assert len(target) == len(hard) == 2  # epochs 1 and 2

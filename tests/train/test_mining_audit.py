@@ -32,7 +32,7 @@ def test_dumps_population_and_epoch_log(tmp_path):
                         catalogs={"target": CATALOG})
     metrics = run_epochs(mining, 3)
     assert [m["hsm/epoch"] for m in metrics] == [0.0, 1.0, 2.0]
-    assert not any("hsm/selection_mode" in m for m in metrics)
+    assert [m.get("hsm/selection_mode") for m in metrics] == [None, "top_k", "top_k"]  # a name beside the metrics
     dump = json.loads((tmp_path / "hard_samples_epoch_2.json").read_text())
     assert dump["format"] == "hardmine.hard_samples/2" and dump["population"] == "hard_samples_epoch_2.population.npz"
     assert dump["datasets"] == {"target": {"size": 40, "source": "/data/target.jsonl", "slices": {"easy": 32, "hard": 8}}}

@@ -45,9 +45,11 @@ Metrics (``Trainer.log``, one row per closed epoch; all floats)
 ``hsm/dump_failed``            1 when the dump could not be written
 =============================  ====================================================
 
-The selection mode (``top_k``, ``percentile``, ``threshold``) is a setting,
-not a measurement: it is in each dump, each line of the epoch log and the
-console line, not in the metrics. TensorBoard also gets, per active epoch,
+The selection mode (``top_k``, ``percentile``, ``threshold``) is a name, not a
+number: on every active epoch it is in the Trainer's log history as
+``hsm/selection_mode`` beside the row's metrics (not passed to ``Trainer.log``,
+whose reporters take scalars), in TensorBoard once as text, in each dump, each
+line of the epoch log and the console line. TensorBoard also gets, per active epoch,
 histograms ``hsm/aggregated_loss_target`` (every observed target sample) and
 ``hsm/aggregated_loss_hard`` (the new hard set).
 """
@@ -73,6 +75,10 @@ logger = logging.getLogger("hardmine")
 
 STATE_FILE = "hardmine_mining.npz"
 EPOCH_LOG = "hard_samples_epochs.jsonl"
+
+
+#: The key of an active epoch's selection mode in the Trainer's log history (a name, not a metric).
+SELECTION_MODE = "hsm/selection_mode"
 
 
 class MiningError(RuntimeError):
@@ -201,6 +207,8 @@ class HardMining:
         self.mined_epoch: int | None = None  # the last epoch end_epoch closed
         self.sizes = {p.name: p.size for p in pools}
         self.catalogs = dict(catalogs or {})
+        # The last selection mode made (TensorBoard gets it once, as text).
+        self.selection_mode: str | None = None
         # Rank 0, after an active epoch: aggregated losses for TensorBoard histograms
         # (tag -> values); None otherwise. Read by the Trainer callback.
         self.histograms: dict[str, np.ndarray] | None = None
@@ -263,9 +271,11 @@ class HardMining:
                 # the run keeps going to its checkpoints; only the file is missing.
                 logger.error("hardmine: could not write the dump of epoch %d to %s: %s", epoch, self.output_dir, e)
                 metrics["hsm/dump_failed"] = 1.0
-        self.history.append({"epoch": epoch, **metrics})
-        logger.info(self._summary(epoch, metrics, None if report.selection is None else report.selection.mode))
-        return (None if self.miner.plan is None else self.miner.plan.state_dict(), metrics)
+        # The selection mode is a name, not a number: beside the metrics, never among the scalars.
+        mode = {} if report.selection is None else {SELECTION_MODE: report.selection.mode}
+        self.history.append({"epoch": epoch, **metrics, **mode})
+        logger.info(self._summary(epoch, metrics, mode.get(SELECTION_MODE)))
+        return (None if self.miner.plan is None else self.miner.plan.state_dict(), {**metrics, **mode})
 
     # ----------------------------------------------------------------- files
     def _write_files(self, report, metrics: Mapping[str, float]) -> None:

@@ -27,10 +27,16 @@ class LossHistogramCallback(TrainerCallback):
     def __init__(self, mining, trainer):
         self.mining = mining
         self.trainer = trainer
+        self.mode_written = False  # the selection mode goes to TensorBoard once, as text
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         # The hsm/* row of an epoch: the TensorBoard callback (registered
         # before this one) has just opened its writer and written the scalars.
+        if logs and "hsm/epoch" in logs and self.mining.selection_mode and not self.mode_written:
+            writer = tensorboard_writer(self.trainer)
+            if writer is not None:
+                writer.add_text("hsm/selection_mode", self.mining.selection_mode, state.global_step)
+                self.mode_written = True
         histograms = self.mining.histograms
         if not logs or "hsm/epoch" not in logs or histograms is None:
             return

@@ -44,7 +44,7 @@ from .loss import (
 from .adoption import mining_kwargs
 from .checkpoints import CheckpointError, check_checkpoint, last_complete_checkpoint, mark_complete, mark_incomplete
 from .distributed import Ranks, barrier
-from .mining import STATE_FILE, HardMining, MiningError
+from .mining import SELECTION_MODE, STATE_FILE, HardMining, MiningError
 from .tensorboard import LossHistogramCallback
 
 
@@ -457,6 +457,10 @@ class HardMiningCallback(TrainerCallback):
         self.mining.log.flush()  # one device-to-host copy per optimizer step
 
     def _mine(self, monitored):
-        metrics = self.mining.end_epoch(self.mining.sampler.epoch, monitored)
+        metrics = dict(self.mining.end_epoch(self.mining.sampler.epoch, monitored))
+        mode = metrics.pop(SELECTION_MODE, None)
+        self.mining.selection_mode = mode or self.mining.selection_mode
         self.trainer.log(metrics)
+        if mode is not None:  # beside the row's metrics: reporters (TensorBoard) take scalars only
+            self.trainer.state.log_history[-1][SELECTION_MODE] = mode
 
