@@ -921,6 +921,121 @@ def long_evidence(long: dict | None, arm: str, what: str) -> str | None:
     return f"long runs, `defaults` vs `{arm}` ({what}), paired to uniform: {tasks}"
 
 
+def per_task(report: dict, fn) -> str:
+    """``task: fn(task)`` for each task the suite ran, joined."""
+    summary = report["summary"]
+    parts = []
+    for task in ("text", "counter", "vl"):
+        if summary.get(f"{task}/clean") or summary.get(f"{task}/noisy"):
+            text = fn(task)
+            if text:
+                parts.append(f"{task}: {text}")
+    return "; ".join(parts) or "–"
+
+
+def plateau_evidence(report: dict, task: str) -> str:
+    summary = report["summary"]
+    out = []
+    for cond in ("clean", "noisy"):
+        e = summary.get(f"{task}/{cond}")
+        if e:
+            fired = e["trigger"].get("plateau_default", e["trigger"]["default"])
+            out.append(f"{cond} controls' plateau test fired at: " + ", ".join("never" if v is None else str(v) for _, v in sorted(fired.items())))
+    return ", ".join(out)
+
+
+def guard_evidence(report: dict, task: str) -> str:
+    summary = report["summary"]
+    r = guard_rule_arms(report, task)
+    e, c = summary.get(f"{task}/noisy"), summary.get(f"{task}/clean")
+    names = [(f"`{rule}`", r[rule]) for rule in GUARD_RULE_NAMES if r[rule]] + [("guard off", "guard_off")]
+    out = [
+        "noisy mined corrupted: " + ", ".join(f"{n} {_corrupted(e, a)}" for n, a in names),
+        "noisy overall Δ: " + ", ".join(f"{n} {pct(_rel(e, a, 'all_loss'))}" for n, a in names),
+        "clean hard Δ: " + ", ".join(f"{n} {pct(_rel(c, a, 'hard_loss'))}" for n, a in names),
+    ]
+    return "; ".join(out) + " (and the guard-rule replay below)"
+
+
+def knob_evidence(report: dict, task: str, key: str) -> str:
+    """Each statistic's knob_pair, both arms paired to uniform."""
+    summary = report["summary"]
+    c, e = summary.get(f"{task}/clean"), summary.get(f"{task}/noisy")
+    recorded = report["setup"].get("arm_settings", {}).get(task, {})
+    leaf = key.rsplit(".", 1)[-1]
+    out = []
+    for name, sample_loss, base in STATISTIC_ARMS:
+        pair = knob_pair(report, task, key, sample_loss, base)
+        if pair is None:
+            continue
+        now_arm, changed = pair
+        mine, theirs = normalized(recorded[now_arm]).get(key), normalized(recorded[changed]).get(key)
+        label, other = f"{leaf.replace('_', ' ')} {mine:g}", f"{theirs:g}"
+        text = (
+            f"{name}{label} (`{now_arm}`) vs {other} (`{changed}`): "
+            f"clean hard Δ {pct(_rel(c, now_arm, 'hard_loss'))} vs {pct(_rel(c, changed, 'hard_loss'))} "
+            f"({_better(c, now_arm, 'hard_loss')} vs {_better(c, changed, 'hard_loss')} better), "
+            f"clean overall Δ {pct(_rel(c, now_arm, 'all_loss'))} vs {pct(_rel(c, changed, 'all_loss'))}, "
+            f"noisy overall Δ {pct(_rel(e, now_arm, 'all_loss'))} vs {pct(_rel(e, changed, 'all_loss'))}, "
+            f"noisy mined corrupted {_corrupted(e, now_arm)} vs {_corrupted(e, changed)}"
+        )
+        accuracy = [arm_of(c, a).get("paired", {}).get(f"hard_{ACCURACY.get(task)}") for a in (now_arm, changed)]
+        if all(accuracy):
+            text += (f", clean hard {ACCURACY_NAME[ACCURACY[task]]} vs uniform {accuracy[0]['mean_diff']:+.3f} "
+                     f"vs {accuracy[1]['mean_diff']:+.3f}")
+        out.append(text)
+    return "; ".join(out) or "not varied"
+
+
+def correction_evidence(report: dict, task: str) -> str:
+    summary = report["summary"]
+    c, e = summary.get(f"{task}/clean"), summary.get(f"{task}/noisy")
+    if "correction_off" not in (c or {}).get("arms", {}):
+        return "not run"
+    return (
+        f"clean hard Δ with {pct(_rel(c, 'defaults', 'hard_loss'))}, without {pct(_rel(c, 'correction_off', 'hard_loss'))}; "
+        f"noisy overall Δ with {pct(_rel(e, 'defaults', 'all_loss'))}, without {pct(_rel(e, 'correction_off', 'all_loss'))} "
+        "(`defaults` and `correction_off` as recorded in the arms table)"
+    )
+
+
+def sample_loss_evidence(report: dict, task: str) -> str:
+    summary = report["summary"]
+    c, e = summary.get(f"{task}/clean"), summary.get(f"{task}/noisy")
+    if not arm_of(c, "worst_tokens"):
+        return "not run"
+    out = [
+        f"clean hard Δ mean {pct(_rel(c, 'defaults', 'hard_loss'))}, worst tokens {pct(_rel(c, 'worst_tokens', 'hard_loss'))} "
+        f"({_better(c, 'worst_tokens', 'hard_loss')} better)",
+        f"noisy overall Δ mean {pct(_rel(e, 'defaults', 'all_loss'))}, worst tokens {pct(_rel(e, 'worst_tokens', 'all_loss'))}",
+        f"noisy mined corrupted: mean {_corrupted(e, 'defaults')}, worst tokens {_corrupted(e, 'worst_tokens')}",
+    ]
+    desc = [arm_of(c, a).get("paired", {}).get("hard_desc_acc") for a in ("defaults", "worst_tokens")]
+    if all(desc):
+        out.append(f"clean hard description accuracy vs uniform: mean {desc[0]['mean_diff']:+.3f}, "
+                   f"worst tokens {desc[1]['mean_diff']:+.3f}")
+    fields = arm_of(c, "descriptions").get("paired", {}).get("hard_desc_acc")
+    if fields:
+        out.append(f"fields (arm `descriptions`): clean hard description accuracy {fields['mean_diff']:+.3f}, "
+                   f"noisy overall Δ {pct(_rel(e, 'descriptions', 'all_loss'))}, "
+                   f"noisy mined corrupted {_corrupted(e, 'descriptions')}")
+    return ", ".join(out)
+
+
+def rule_evidence(report: dict) -> str:
+    summary = report["summary"]
+    c, e = summary.get("vl/clean"), summary.get("vl/noisy")
+    out = ["unset, it follows `sample_loss.statistic`: `learning` for `fields`, `start_level` for the others; "
+           "for the mean, see noise_guard.enabled"]
+    if arm_of(e, "descriptions") and arm_of(e, "descriptions_start_level"):
+        out.append(
+            "for `fields` (vl), `learning` (arm `descriptions`) against `start_level` (`descriptions_start_level`): "
+            f"noisy mined corrupted {_corrupted(e, 'descriptions')} vs {_corrupted(e, 'descriptions_start_level')}, "
+            f"noisy overall Δ {pct(_rel(e, 'descriptions', 'all_loss'))} vs {pct(_rel(e, 'descriptions_start_level', 'all_loss'))}, "
+            f"clean overall Δ {pct(_rel(c, 'descriptions', 'all_loss'))} vs {pct(_rel(c, 'descriptions_start_level', 'all_loss'))}"
+        )
+    return "; ".join(out)
+
 def defaults_table(report: dict, sweep: dict | None = None, long: dict | None = None) -> list[str]:
     """Each default, the evidence on this page, and whether the code's default differs from the measured one."""
     summary = report["summary"]
@@ -930,109 +1045,6 @@ def defaults_table(report: dict, sweep: dict | None = None, long: dict | None = 
         if "defaults" in task_settings:
             measured = normalized(task_settings["defaults"])
             break
-    text_clean, text_noisy = summary.get("text/clean"), summary.get("text/noisy")
-    vl_clean, vl_noisy = summary.get("vl/clean"), summary.get("vl/noisy")
-
-    def both(fn) -> str:
-        parts = []
-        for task in ("text", "counter", "vl"):
-            if summary.get(f"{task}/clean") or summary.get(f"{task}/noisy"):
-                text = fn(task)
-                if text:
-                    parts.append(f"{task}: {text}")
-        return "; ".join(parts) or "–"
-
-    def trigger_evidence(task: str) -> str:
-        out = []
-        for cond in ("clean", "noisy"):
-            e = summary.get(f"{task}/{cond}")
-            if e:
-                fired = e["trigger"].get("plateau_default", e["trigger"]["default"])
-                out.append(f"{cond} controls' plateau test fired at: " + ", ".join("never" if v is None else str(v) for _, v in sorted(fired.items())))
-        return ", ".join(out)
-
-    def guard_evidence(task: str) -> str:
-        r = guard_rule_arms(report, task)
-        e, c = summary.get(f"{task}/noisy"), summary.get(f"{task}/clean")
-        names = [(f"`{rule}`", r[rule]) for rule in GUARD_RULE_NAMES if r[rule]] + [("guard off", "guard_off")]
-        out = [
-            "noisy mined corrupted: " + ", ".join(f"{n} {_corrupted(e, a)}" for n, a in names),
-            "noisy overall Δ: " + ", ".join(f"{n} {pct(_rel(e, a, 'all_loss'))}" for n, a in names),
-            "clean hard Δ: " + ", ".join(f"{n} {pct(_rel(c, a, 'hard_loss'))}" for n, a in names),
-        ]
-        return "; ".join(out) + " (and the guard-rule replay below)"
-
-    def knob_evidence(task: str, key: str) -> str:
-        """Each statistic's knob_pair, both arms paired to uniform."""
-        c, e = summary.get(f"{task}/clean"), summary.get(f"{task}/noisy")
-        recorded = report["setup"].get("arm_settings", {}).get(task, {})
-        leaf = key.rsplit(".", 1)[-1]
-        out = []
-        for name, sample_loss, base in STATISTIC_ARMS:
-            pair = knob_pair(report, task, key, sample_loss, base)
-            if pair is None:
-                continue
-            now_arm, changed = pair
-            mine, theirs = normalized(recorded[now_arm]).get(key), normalized(recorded[changed]).get(key)
-            label, other = f"{leaf.replace('_', ' ')} {mine:g}", f"{theirs:g}"
-            text = (
-                f"{name}{label} (`{now_arm}`) vs {other} (`{changed}`): "
-                f"clean hard Δ {pct(_rel(c, now_arm, 'hard_loss'))} vs {pct(_rel(c, changed, 'hard_loss'))} "
-                f"({_better(c, now_arm, 'hard_loss')} vs {_better(c, changed, 'hard_loss')} better), "
-                f"clean overall Δ {pct(_rel(c, now_arm, 'all_loss'))} vs {pct(_rel(c, changed, 'all_loss'))}, "
-                f"noisy overall Δ {pct(_rel(e, now_arm, 'all_loss'))} vs {pct(_rel(e, changed, 'all_loss'))}, "
-                f"noisy mined corrupted {_corrupted(e, now_arm)} vs {_corrupted(e, changed)}"
-            )
-            accuracy = [arm_of(c, a).get("paired", {}).get(f"hard_{ACCURACY.get(task)}") for a in (now_arm, changed)]
-            if all(accuracy):
-                text += (f", clean hard {ACCURACY_NAME[ACCURACY[task]]} vs uniform {accuracy[0]['mean_diff']:+.3f} "
-                         f"vs {accuracy[1]['mean_diff']:+.3f}")
-            out.append(text)
-        return "; ".join(out) or "not varied"
-
-    def correction_evidence(task: str) -> str:
-        c, e = summary.get(f"{task}/clean"), summary.get(f"{task}/noisy")
-        if "correction_off" not in (c or {}).get("arms", {}):
-            return "not run"
-        return (
-            f"clean hard Δ with {pct(_rel(c, 'defaults', 'hard_loss'))}, without {pct(_rel(c, 'correction_off', 'hard_loss'))}; "
-            f"noisy overall Δ with {pct(_rel(e, 'defaults', 'all_loss'))}, without {pct(_rel(e, 'correction_off', 'all_loss'))} "
-            "(`defaults` and `correction_off` as recorded in the arms table)"
-        )
-
-    def sample_loss_evidence(task: str) -> str:
-        c, e = summary.get(f"{task}/clean"), summary.get(f"{task}/noisy")
-        if not arm_of(c, "worst_tokens"):
-            return "not run"
-        out = [
-            f"clean hard Δ mean {pct(_rel(c, 'defaults', 'hard_loss'))}, worst tokens {pct(_rel(c, 'worst_tokens', 'hard_loss'))} "
-            f"({_better(c, 'worst_tokens', 'hard_loss')} better)",
-            f"noisy overall Δ mean {pct(_rel(e, 'defaults', 'all_loss'))}, worst tokens {pct(_rel(e, 'worst_tokens', 'all_loss'))}",
-            f"noisy mined corrupted: mean {_corrupted(e, 'defaults')}, worst tokens {_corrupted(e, 'worst_tokens')}",
-        ]
-        desc = [arm_of(c, a).get("paired", {}).get("hard_desc_acc") for a in ("defaults", "worst_tokens")]
-        if all(desc):
-            out.append(f"clean hard description accuracy vs uniform: mean {desc[0]['mean_diff']:+.3f}, "
-                       f"worst tokens {desc[1]['mean_diff']:+.3f}")
-        fields = arm_of(c, "descriptions").get("paired", {}).get("hard_desc_acc")
-        if fields:
-            out.append(f"fields (arm `descriptions`): clean hard description accuracy {fields['mean_diff']:+.3f}, "
-                       f"noisy overall Δ {pct(_rel(e, 'descriptions', 'all_loss'))}, "
-                       f"noisy mined corrupted {_corrupted(e, 'descriptions')}")
-        return ", ".join(out)
-
-    def rule_evidence() -> str:
-        c, e = summary.get("vl/clean"), summary.get("vl/noisy")
-        out = ["unset, it follows `sample_loss.statistic`: `learning` for `fields`, `start_level` for the others; "
-               "for the mean, see noise_guard.enabled"]
-        if arm_of(e, "descriptions") and arm_of(e, "descriptions_start_level"):
-            out.append(
-                "for `fields` (vl), `learning` (arm `descriptions`) against `start_level` (`descriptions_start_level`): "
-                f"noisy mined corrupted {_corrupted(e, 'descriptions')} vs {_corrupted(e, 'descriptions_start_level')}, "
-                f"noisy overall Δ {pct(_rel(e, 'descriptions', 'all_loss'))} vs {pct(_rel(e, 'descriptions_start_level', 'all_loss'))}, "
-                f"clean overall Δ {pct(_rel(c, 'descriptions', 'all_loss'))} vs {pct(_rel(c, 'descriptions_start_level', 'all_loss'))}"
-            )
-        return "; ".join(out)
 
     def swept(*arms: str, fallback: str = "not varied"):
         return sweep_evidence(sweep, *arms) or fallback
@@ -1042,20 +1054,20 @@ def defaults_table(report: dict, sweep: dict | None = None, long: dict | None = 
     keys = [
         ("start_epoch", swept("start_epoch3", "start_epoch4", fallback="not varied (the guard's `window` needs epochs 1-2 of history)"), None),
         ("trigger", None, lambda task: report_payoff.trigger_evidence(report, task)),
-        ("plateau_delta", None, lambda task: "used by `trigger: plateau` only; " + trigger_evidence(task)),
+        ("plateau_delta", None, lambda task: "used by `trigger: plateau` only; " + plateau_evidence(report, task)),
         ("patience", swept("patience2"), None),
         ("monitor", "not varied: the benchmark evaluates outside the Trainer, so there is no `eval_loss` to monitor", None),
-        ("sample_loss.statistic", None, sample_loss_evidence),
+        ("sample_loss.statistic", None, lambda task: sample_loss_evidence(report, task)),
         ("selector.mode", swept("top_k10", fallback="not varied (the original rule's top-k 10% compared as a whole)"), None),
         ("selector.value", swept("fraction0.05", "fraction0.2"), None),
-        ("hard_weight", None, lambda task: knob_evidence(task, "hard_weight")),
+        ("hard_weight", None, lambda task: knob_evidence(report, task, "hard_weight")),
         ("aggregation.mode", swept("mean_aggregation"), None),
         ("aggregation.ema_decay", swept("ema_decay0.8"), None),
         ("aggregation.history_epochs", swept("history2"), None),
-        ("aggregation.progress_correction", None, correction_evidence),
-        ("noise_guard.enabled", None, guard_evidence),
-        ("noise_guard.rule", rule_evidence(), None),
-        ("noise_guard.window", None, lambda task: knob_evidence(task, "noise_guard.window")),
+        ("aggregation.progress_correction", None, lambda task: correction_evidence(report, task)),
+        ("noise_guard.enabled", None, lambda task: guard_evidence(report, task)),
+        ("noise_guard.rule", rule_evidence(report), None),
+        ("noise_guard.window", None, lambda task: knob_evidence(report, task, "noise_guard.window")),
         ("noise_guard.max_hard_streak", swept("streak2", "no_streak_cap"), None),
         ("noise_guard.rest", None, lambda task: report_payoff.rest_evidence(report, task)),
         ("shadow", "not a choice of what to mine: the exact control of the same settings (`uniform` is that control)", None),
@@ -1077,7 +1089,7 @@ def defaults_table(report: dict, sweep: dict | None = None, long: dict | None = 
         # The arms force the trigger: its defaults of the day are the ones the replay used.
         was = ran_with(replayed if key in TRIGGER_KEYS else measured, key, now[key])
         status = "kept" if was == now[key] else f"**changed** from `{was}` after these runs"
-        evidence = fixed if fn is None else both(fn)
+        evidence = fixed if fn is None else per_task(report, fn)
         more = {
             "hard_weight": [sweep_evidence(sweep, "weight5")],
             "noise_guard.window": [window, long_evidence(long, "window2", "window 2")],
@@ -1485,6 +1497,68 @@ def signals_section(signals: dict | None) -> list[str]:
     return L
 
 
+def task_calibration_section(report: dict, task: str) -> list[str]:
+    """A task's calibration: the control learns the task, the hard slice only partly, reweighting can help."""
+    L: list[str] = []
+    L += [f"## Task `{task}`", "", "### Calibration (the control learns the task, the hard slice only partly, and reweighting can help)", ""]
+    L += [f"![calibration {task}](benchmarks/calibration_{task}.png)", ""]
+    if task in CALIBRATION_NOTES:
+        L += [CALIBRATION_NOTES[task], ""]
+    checks = calibration_checks(report, task)
+    if checks:
+        L += table(["calibration check (clean labels, mean over seeds)", "result", "measured"], [[g, verdict(ok), m] for g, ok, m in checks])
+        if not all(ok for _, ok, _ in oracle_check(report, task)):
+            L += ["", f"**On the `{task}` task reweighting whole samples does not reach the goal even when told the hard "
+                      "slice: its null results say what the task allows, not what a mining rule can do.**"]
+        elif not all(ok for _, ok, _ in checks):
+            L += ["", f"**The `{task}` control fails a calibration check: read its comparison as weak evidence at best.**"]
+        L += [""]
+    for condition in ("clean", "noisy"):
+        entry = report["summary"].get(f"{task}/{condition}")
+        if not entry or "uniform" not in entry["arms"]:
+            continue
+        first = [r["epochs"][0] for r in runs_of(report, task, condition)["uniform"]]
+        u = entry["arms"]["uniform"]["metrics"]
+        acc = ACCURACY[task]
+        L.append(
+            f"- {condition}: control eval loss hard {fmt(np.mean([f['hard']['loss'] for f in first]))} → {mean_std(u.get('hard_loss'))}, "
+            f"rest {fmt(np.mean([f['rest']['loss'] for f in first]))} → {mean_std(u.get('rest_loss'))}; final {ACCURACY_NAME[acc]} "
+            f"hard {mean_std(u.get(f'hard_{acc}'))}, rest {mean_std(u.get(f'rest_{acc}'))}."
+        )
+    return L
+
+
+def task_results_section(report: dict, task: str) -> list[str]:
+    """A task's results per label condition: the arms, per seed, the guard, the trigger, the goals."""
+    L: list[str] = []
+    L += ["", "### Results", "", f"![hard-slice loss {task}](benchmarks/hard_loss_{task}.png)", ""]
+    for condition in ("clean", "noisy"):
+        entry = report["summary"].get(f"{task}/{condition}")
+        if not entry:
+            continue
+        L += [f"#### {condition} labels", ""]
+        L += arm_table(entry, task)
+        L += ["", "Per seed, paired to `uniform` (hard-slice loss / overall loss, relative):", ""]
+        L += per_seed_table(entry)
+        L += [""]
+        rules = guard_rule_arms(report, task)
+        guarded = (rules["current"], rules["start_level"], rules["learning"], "descriptions", "descriptions_start_level")
+        for arm in dict.fromkeys(a for a in guarded if a and a in entry["arms"]):
+            g = guard_table(entry, arm)
+            if g:
+                L += g + [""]
+        L += ["When the plateau trigger fires:", ""] + trigger_lines(entry) + [""]
+    current = arm_by_settings(report, task)
+    for arm in dict.fromkeys(a for a in ("defaults", current) if a):
+        checks = goal_checks(report["summary"], task, arm)
+        if checks:
+            label = "today's defaults" if arm == current else "the defaults when the runs were made"
+            L += [f"### Issue 8's goals: `{arm}` ({label})", ""]
+            L += table(["goal", "result", "measured"], [[g, verdict(ok), m] for g, ok, m in checks])
+            L += [""]
+    return L
+
+
 def build_page(
     report: dict, docs: Path, overheads: list[dict] | None = None, signals: dict | None = None, long: dict | None = None,
     sweep: dict | None = None, token_signals: dict | None = None,
@@ -1534,56 +1608,7 @@ def build_page(
     ]
     L += defaults_table(report, sweep, long) + [""]
     for task in tasks:
-        L += [f"## Task `{task}`", "", "### Calibration (the control learns the task, the hard slice only partly, and reweighting can help)", ""]
-        L += [f"![calibration {task}](benchmarks/calibration_{task}.png)", ""]
-        if task in CALIBRATION_NOTES:
-            L += [CALIBRATION_NOTES[task], ""]
-        checks = calibration_checks(report, task)
-        if checks:
-            L += table(["calibration check (clean labels, mean over seeds)", "result", "measured"], [[g, verdict(ok), m] for g, ok, m in checks])
-            if not all(ok for _, ok, _ in oracle_check(report, task)):
-                L += ["", f"**On the `{task}` task reweighting whole samples does not reach the goal even when told the hard "
-                          "slice: its null results say what the task allows, not what a mining rule can do.**"]
-            elif not all(ok for _, ok, _ in checks):
-                L += ["", f"**The `{task}` control fails a calibration check: read its comparison as weak evidence at best.**"]
-            L += [""]
-        for condition in ("clean", "noisy"):
-            entry = report["summary"].get(f"{task}/{condition}")
-            if not entry or "uniform" not in entry["arms"]:
-                continue
-            first = [r["epochs"][0] for r in runs_of(report, task, condition)["uniform"]]
-            u = entry["arms"]["uniform"]["metrics"]
-            acc = ACCURACY[task]
-            L.append(
-                f"- {condition}: control eval loss hard {fmt(np.mean([f['hard']['loss'] for f in first]))} → {mean_std(u.get('hard_loss'))}, "
-                f"rest {fmt(np.mean([f['rest']['loss'] for f in first]))} → {mean_std(u.get('rest_loss'))}; final {ACCURACY_NAME[acc]} "
-                f"hard {mean_std(u.get(f'hard_{acc}'))}, rest {mean_std(u.get(f'rest_{acc}'))}."
-            )
-        L += ["", "### Results", "", f"![hard-slice loss {task}](benchmarks/hard_loss_{task}.png)", ""]
-        for condition in ("clean", "noisy"):
-            entry = report["summary"].get(f"{task}/{condition}")
-            if not entry:
-                continue
-            L += [f"#### {condition} labels", ""]
-            L += arm_table(entry, task)
-            L += ["", "Per seed, paired to `uniform` (hard-slice loss / overall loss, relative):", ""]
-            L += per_seed_table(entry)
-            L += [""]
-            rules = guard_rule_arms(report, task)
-            guarded = (rules["current"], rules["start_level"], rules["learning"], "descriptions", "descriptions_start_level")
-            for arm in dict.fromkeys(a for a in guarded if a and a in entry["arms"]):
-                g = guard_table(entry, arm)
-                if g:
-                    L += g + [""]
-            L += ["When the plateau trigger fires:", ""] + trigger_lines(entry) + [""]
-        current = arm_by_settings(report, task)
-        for arm in dict.fromkeys(a for a in ("defaults", current) if a):
-            checks = goal_checks(report["summary"], task, arm)
-            if checks:
-                label = "today's defaults" if arm == current else "the defaults when the runs were made"
-                L += [f"### Issue 8's goals: `{arm}` ({label})", ""]
-                L += table(["goal", "result", "measured"], [[g, verdict(ok), m] for g, ok, m in checks])
-                L += [""]
+        L += task_calibration_section(report, task) + task_results_section(report, task)
     L += ["## Mined sets", "", "![mined shares](benchmarks/mined_shares.png)", ""]
     L += signals_section(signals)
     L += token_signals_section(token_signals)
