@@ -55,8 +55,9 @@ epoch in every arm of a seed (the runs are identical until then);
   suite at commit 10e3ae0, which also ran arms ``trigger_start``, today's
   default, and ``trigger_tail`` / ``trigger_stable``, two signals of the samples'
   own losses retired after it: the trigger table of docs/benchmarks.md);
-* ``rest_stalled`` / ``rest_half`` / ``rest_none``: the defaults with another
-  ``noise_guard.rest`` (who of a hard streak rests), read against the defaults;
+* (``rest_stalled`` / ``rest_half`` / ``rest_none``, run at commit 192f455 and
+  retired with ``noise_guard.rest``: who of a hard streak rests, read against
+  today's defaults; results in ``benchmarks/results/quality.json``);
 * ``window2`` (both tasks in the full suite; a sweep arm): the defaults with
   a guard window of 2 epochs instead of 3 (the default until the suite at
   commit b8ff5a2, where this arm was ``window3``, the defaults with 3 instead of 2);
@@ -146,7 +147,7 @@ SWEEP: dict[str, dict | Callable[[int], dict]] = {
 }
 SWEEP_ARMS = tuple(SWEEP)
 ARMS = (
-    "uniform", "placebo", "defaults", "plateau", "rest_stalled", "rest_half", "rest_none", "start_level_guard", "learning_guard",
+    "uniform", "placebo", "defaults", "plateau", "start_level_guard", "learning_guard",
     "original", "guard_off", "correction_off", "weight2", "active5", "active3", "unbounded", "no_flag_for_good",
     "worst_tokens", "worst_tokens_guard_off", "descriptions", "descriptions_start_level", "descriptions_window2",
     "descriptions_weight2", "mixed", "mixed_weight2", "oracle", *SWEEP_ARMS,
@@ -230,10 +231,10 @@ QUICK = {
 # Seeds and arms of the full suite per task: the control, the order-only placebo,
 # the defaults, the oracle, and per task the questions it answers. The text tasks
 # compare the plateau trigger with today's (the counter's control learns steadily,
-# so a plateau test may never fire there) and who of a hard streak rests. The VL
-# task compares statistics for dense captions.
+# so a plateau test may never fire there). The VL task compares statistics for
+# dense captions.
 PAYOFF_SEEDS = [0, 1, 2, 3, 4, 5, 6, 7]
-TEXT_ARMS = ["uniform", "placebo", "defaults", "plateau", "rest_stalled", "rest_half", "rest_none", "oracle"]
+TEXT_ARMS = ["uniform", "placebo", "defaults", "plateau", "oracle"]
 FULL_PLAN = {
     "text": (PAYOFF_SEEDS, TEXT_ARMS),
     "counter": (PAYOFF_SEEDS, TEXT_ARMS),
@@ -265,10 +266,6 @@ def arm_section(arm: str, *, mine_from: int | None, train_size: int) -> dict[str
         "defaults": forced,
         # The trigger that was the default until the suite at commit 10e3ae0 (the trigger table).
         "plateau": {**forced, "trigger": "plateau"},
-        # Who of a hard streak rests (noise_guard.rest), mining from start_epoch (today's
-        # default trigger) so that every task reaches its fourth plan; read against the arm
-        # that ran today's defaults (rest: all).
-        **{f"rest_{mode}": {**forced, "trigger": "start", "noise_guard": {"rest": mode}} for mode in ("stalled", "half", "none")},
         "original": {
             **forced,
             "selector": {"mode": "top_k", "k": math.ceil(0.1 * train_size), "value": None},

@@ -39,9 +39,12 @@ ARM_NOTES = {
     "trigger_stable": "defaults with `trigger: stable` (retired after the suite at 10e3ae0): from `start_epoch`, once half "
                       "of the worst tenth stayed in it from one epoch to the next",
     "plateau": "defaults with `trigger: plateau` (the default until the suite at 10e3ae0)",
-    "rest_stalled": "defaults, where only those of a hard streak whose loss did not fall rest (`noise_guard.rest: stalled`)",
-    "rest_half": "defaults, where half of a hard streak rests, the other half the plan after (`noise_guard.rest: half`)",
-    "rest_none": "defaults, where no sample rests after a hard streak (`noise_guard.rest: none`)",
+    "rest_stalled": "defaults, where only those of a hard streak whose loss did not fall rest (`noise_guard.rest: stalled`, "
+                    "retired with the setting after these runs)",
+    "rest_half": "defaults, where half of a hard streak rests, the other half the plan after (`noise_guard.rest: half`, "
+                 "retired with the setting after these runs)",
+    "rest_none": "defaults, where no sample rests after a hard streak (`noise_guard.rest: none`, retired with the setting "
+                 "after these runs)",
     "original": "EMA, top-k 10%, weight 3, no guard, no correction",
     "guard_off": "defaults without the noise guard",
     "correction_off": "defaults without progress correction",
@@ -1057,7 +1060,8 @@ def defaults_table(report: dict, sweep: dict | None = None, long: dict | None = 
         ("plateau_delta", None, lambda task: "used by `trigger: plateau` only; " + plateau_evidence(report, task)),
         ("patience", swept("patience2"), None),
         ("monitor", "not varied: the benchmark evaluates outside the Trainer, so there is no `eval_loss` to monitor", None),
-        ("sample_loss.statistic", None, lambda task: sample_loss_evidence(report, task)),
+        ("sample_loss.statistic", None,
+         lambda task: report_payoff.statistic_evidence(report, task) or sample_loss_evidence(report, task)),
         ("selector.mode", swept("top_k10", fallback="not varied (the original rule's top-k 10% compared as a whole)"), None),
         ("selector.value", swept("fraction0.05", "fraction0.2"), None),
         ("hard_weight", None, lambda task: knob_evidence(report, task, "hard_weight")),
@@ -1068,8 +1072,8 @@ def defaults_table(report: dict, sweep: dict | None = None, long: dict | None = 
         ("noise_guard.enabled", None, lambda task: guard_evidence(report, task)),
         ("noise_guard.rule", rule_evidence(report), None),
         ("noise_guard.window", None, lambda task: knob_evidence(report, task, "noise_guard.window")),
-        ("noise_guard.max_hard_streak", swept("streak2", "no_streak_cap"), None),
-        ("noise_guard.rest", None, lambda task: report_payoff.rest_evidence(report, task)),
+        ("noise_guard.max_hard_streak", None, lambda task: "who of a streak rests (`noise_guard.rest`, retired after these "
+         "runs: `all` kept): " + (report_payoff.rest_evidence(report, task) or "not run")),
         ("shadow", "not a choice of what to mine: the exact control of the same settings (`uniform` is that control)", None),
         ("noise_guard.flag_for_good",
          long_evidence(long, "no_flag_for_good", "no flags for good") or "not varied", None),
@@ -1093,6 +1097,7 @@ def defaults_table(report: dict, sweep: dict | None = None, long: dict | None = 
         more = {
             "hard_weight": [sweep_evidence(sweep, "weight5")],
             "noise_guard.window": [window, long_evidence(long, "window2", "window 2")],
+            "noise_guard.max_hard_streak": [sweep_evidence(sweep, "streak2", "no_streak_cap")],
         }.get(key, [])
         for extra in more:
             if extra:

@@ -51,28 +51,3 @@ def test_guard_counts_each_exclusion():
     assert counts == {"insufficient_history": 1, "at_start_level": 1, "hard_streak": 1, "flagged_earlier": 0}
     ok, counts = guard_mask(history, bits, GuardSettings(enabled=False))
     assert ok.all() and counts == {}
-
-
-@pytest.mark.parametrize(("rest", "rests"), [
-    ("all", [True, True, True, True, False]),
-    ("none", [False, False, False, False, False]),
-    ("stalled", [False, True, True, False, False]),  # 0 and 3 fell; 2 was not seen the epoch before
-    ("half", [True, False, True, False, False]),  # even base_idx + epoch 4
-])
-def test_rest_picks_who_of_a_hard_streak_rests(rest, rests):
-    history = np.array([[2.0, 1.0, np.nan, 3.0, 1.0], [1.5, 1.2, 1.0, 2.0, 1.0]])
-    bits = np.array([0b111, 0b111, 0b111, 0b111, 0b011], np.uint16)
-    guard = GuardSettings(rule="start_level", window=1, max_hard_streak=3, rest=rest, flag_for_good=False)
-    verdict = judge_guard(history, bits, guard, start_level=10.0, positions=np.arange(5), epoch=4)
-    assert verdict.masks["hard_streak"].tolist() == rests
-    with pytest.raises(SettingError, match=r"noise_guard.rest: got 'some'; expected one of \['all', 'stalled', 'half', 'none'\]"):
-        GuardSettings(rest="some")
-
-
-def test_rest_half_alternates_between_plans():
-    history = np.ones((2, 6))
-    bits = np.full(6, 0b111, np.uint16)
-    guard = GuardSettings(window=1, rest="half", flag_for_good=False)
-    first = judge_guard(history, bits, guard, positions=np.arange(6), epoch=3).masks["hard_streak"]
-    second = judge_guard(history, bits, guard, positions=np.arange(6), epoch=4).masks["hard_streak"]
-    assert first.sum() == second.sum() == 3 and not (first & second).any()

@@ -150,7 +150,6 @@ GUARD_RULES: dict[str, GuardRule] = {
 # is not set, as benchmarks/quality.py measured them (docs/benchmarks.md): start_level for
 # the mean and the worst tokens; learning where the description words count (fields, mixed),
 # as a wrong colour word starts as low as any word and rises as the model learns the right one.
-REST_MODES = ("all", "stalled", "half", "none")
 DEFAULT_GUARD_RULES = {"mean": "start_level", "worst_tokens": "start_level", "fields": "learning", "mixed": "learning"}
 
 
@@ -160,8 +159,6 @@ class GuardSettings:
     # Epochs of raw loss the guard averages (the noise_guard.window row of docs/benchmarks.md).
     window: int = 3
     max_hard_streak: int = 3
-    # Who of a streak rests: all, stalled, half or none (REST_MODES; see the module doc).
-    rest: str = "all"
     # A name in GUARD_RULES. None (the default): the rule of the statistic mining records
     # (MiningSettings resolves it, DEFAULT_GUARD_RULES), start_level for a guard used on its own.
     rule: str | None = None
@@ -177,8 +174,6 @@ class GuardSettings:
             raise SettingError(f"{key}.rule", self.rule, f"one of {list(GUARD_RULES)}")
         check_range(f"{key}.window", self.window, low=1, high=15, integer=True)
         check_range(f"{key}.max_hard_streak", self.max_hard_streak, low=1, high=16, integer=True)
-        if self.rest not in REST_MODES:
-            raise SettingError(f"{key}.rest", self.rest, f"one of {list(REST_MODES)}")
 
     @property
     def resolved_rule(self) -> GuardRule:
@@ -190,20 +185,6 @@ def streak_reached(hard_bits: np.ndarray, max_hard_streak: int) -> np.ndarray:
     """True where the sample was hard in each of the last ``max_hard_streak`` plans."""
     mask = np.uint16((1 << max_hard_streak) - 1)
     return (hard_bits & mask) == mask
-
-
-def resting(streak: np.ndarray, history: np.ndarray, rest: str, positions: np.ndarray, epoch: int) -> np.ndarray:
-    """Who of the samples on a hard streak rests this plan (``rest``: see the module doc)."""
-    if rest == "all":
-        return streak
-    if rest == "none":
-        return np.zeros_like(streak)
-    if rest == "half":
-        return streak & ((np.asarray(positions, np.int64) + int(epoch)) % 2 == 0)
-    before, now = np.asarray(history, np.float64)[-2:]
-    with np.errstate(invalid="ignore"):
-        fell = now < before  # NaN (not seen in one of them): not a fall
-    return streak & ~fell
 
 
 def recent_raw_loss(history: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
@@ -248,7 +229,7 @@ class GuardVerdict:
 
 def judge_guard(
     history, hard_bits, guard: GuardSettings, flagged=None, start_level: float = math.nan, may_flag: bool = False,
-    early: EarlyLevels | None = None, positions: np.ndarray | None = None, epoch: int = 0,
+    early: EarlyLevels | None = None,
 ) -> GuardVerdict:
     """The guard over observed samples: ``history`` (slots, n) of raw losses, oldest first.
 
@@ -258,8 +239,7 @@ def judge_guard(
     history rows are all later than the dataset's first epoch, so a sample at a level
     in each of them is flagged for good (a loss seen in the first epoch says more
     about when in it the sample came than about the sample). ``early``: the samples'
-    own early levels; None: none known yet. ``positions`` (the samples' ``base_idx``;
-    None: 0..n-1) and ``epoch``: whose turn it is to rest with ``rest: half``.
+    own early levels; None: none known yet.
     """
     history = np.asarray(history)
     n = history.shape[1]
@@ -272,9 +252,7 @@ def judge_guard(
         judged = test.level(recent, start_level, early)
         if judged is not None:
             masks[test.exclusion] = at_or_above(recent, *judged)
-    streak = streak_reached(np.asarray(hard_bits), guard.max_hard_streak)
-    where = np.arange(n) if positions is None else positions
-    masks["hard_streak"] = resting(streak, history, guard.rest, where, epoch)
+    masks["hard_streak"] = streak_reached(np.asarray(hard_bits), guard.max_hard_streak)
     flags = None
     if guard.flag_for_good:
         earlier = np.zeros(n, bool) if flagged is None else np.asarray(flagged, bool)
@@ -314,8 +292,6 @@ def judge_view(
     early = None
     if view.early_loss is not None:
         early = EarlyLevels(pick(view.early_loss), pick(view.early_epoch), int(epoch))
-    positions = np.arange(view.count.size) if observed is None else np.asarray(observed)
     return judge_guard(
-        pick(view.history), pick(view.hard_bits), guard, flagged, view.start_level, may_flag, early=early,
-        positions=positions, epoch=int(epoch),
+        pick(view.history), pick(view.hard_bits), guard, flagged, view.start_level, may_flag, early=early
     )
