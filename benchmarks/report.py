@@ -1039,6 +1039,28 @@ def rule_evidence(report: dict) -> str:
         )
     return "; ".join(out)
 
+#: Defaults last measured by the suite at commit b8ff5a2 (its results and page are in the tree at
+#: that commit), whose arms the suites since have not rerun: what ran there, per key.
+EARLIER_SUITE = "b8ff5a2"
+EARLIER_ARMS = {
+    "aggregation.progress_correction": ("correction_off",),
+    "noise_guard.enabled": ("guard_off", "original"),
+    "noise_guard.rule": ("learning_guard", "descriptions_start_level"),
+    "noise_guard.window": ("window3",),
+    "sample_loss.statistic": ("worst_tokens",),
+}
+
+
+def earlier_suite_note(report: dict, key: str) -> str | None:
+    """Where a default's arms ran when this suite did not run them (None: it did, or none ever did)."""
+    arms = EARLIER_ARMS.get(key)
+    ran = {a for p in report["setup"]["plan"].values() for a in p["arms"]}
+    if not arms or any(a in ran for a in arms):
+        return None
+    return (f"arms {', '.join(f'`{a}`' for a in arms)} ran in the suite at commit {EARLIER_SUITE} "
+            "(its docs/benchmarks.md), not in this one")
+
+
 def defaults_table(report: dict, sweep: dict | None = None, long: dict | None = None) -> list[str]:
     """Each default, the evidence on this page, and whether the code's default differs from the measured one."""
     summary = report["summary"]
@@ -1099,7 +1121,7 @@ def defaults_table(report: dict, sweep: dict | None = None, long: dict | None = 
             "noise_guard.window": [window, long_evidence(long, "window2", "window 2")],
             "noise_guard.max_hard_streak": [sweep_evidence(sweep, "streak2", "no_streak_cap")],
         }.get(key, [])
-        for extra in more:
+        for extra in [*more, earlier_suite_note(report, key)]:
             if extra:
                 evidence += "; " + extra
         if key == "noise_guard.window":
