@@ -1565,9 +1565,7 @@ def task_results_section(report: dict, task: str) -> list[str]:
             continue
         L += [f"#### {condition} labels", ""]
         L += arm_table(entry, task)
-        L += ["", "Per seed, paired to `uniform` (hard-slice loss / overall loss, relative):", ""]
-        L += per_seed_table(entry)
-        L += [""]
+        L += ["", f"Per seed: [the appendix](#appendix-per-seed-differences-{task}-{condition}).", ""]
         rules = guard_rule_arms(report, task)
         guarded = (rules["current"], rules["start_level"], rules["learning"], "descriptions", "descriptions_start_level")
         for arm in dict.fromkeys(a for a in guarded if a and a in entry["arms"]):
@@ -1583,6 +1581,20 @@ def task_results_section(report: dict, task: str) -> list[str]:
             L += [f"### Issue 8's goals: `{arm}` ({label})", ""]
             L += table(["goal", "result", "measured"], [[g, verdict(ok), m] for g, ok, m in checks])
             L += [""]
+    return L
+
+
+def per_seed_appendix(report: dict) -> list[str]:
+    """Every arm's per-seed differences to the control, per task and condition, after the page."""
+    L = ["## Appendix: per-seed differences", ""]
+    for task in report["setup"]["tasks"]:
+        for condition in ("clean", "noisy"):
+            entry = report["summary"].get(f"{task}/{condition}")
+            if not entry:
+                continue
+            L += [f"### Appendix: per-seed differences, {task}, {condition}", "",
+                  "Paired to `uniform` (hard-slice loss / overall loss, relative):", ""]
+            L += per_seed_table(entry) + [""]
     return L
 
 
@@ -1646,6 +1658,7 @@ def build_page(
     calibration = (f"Tasks whose control fails a calibration check (weak evidence): {', '.join(f'`{t}`' for t in failing)}."
                    if failing else "Every task's control passes the calibration checks.")
     L += ["## Limits", "", f"- {calibration}"] + [f"- {line}" for line in LIMITS] + [""]
+    L += per_seed_appendix(report)
     return "\n".join(L) + "\n"
 
 
