@@ -77,7 +77,7 @@ TASK_NOTES = {
     "text": "tiny text model (library API); most samples reverse a string of spaced letters, the hard slice (10%) sorts one",
     "counter": "tiny text model (library API); every sample increments a base-8 number of 5-8 letter digits; in the hard "
                "slice (10%) it ends in 3-5 top digits, so the increment carries through them. The control learns "
-               "steadily: its training loss falls by 30-60% an epoch for the whole run",
+               "steadily (the trigger section)",
     "vl": "tiny Qwen2-VL (YAML entry point), dense captions of the synthetic corpus's `rare` preset: one large object "
           "per scene, named by colour and shape; in the hard slice (15%, `metadata.slice == hard`) the colour word is one "
           "of four rare ones that only the hard slice uses",
@@ -85,10 +85,10 @@ TASK_NOTES = {
 # How each task was sized (prose only: every number on the page comes from the JSON).
 CALIBRATION_NOTES = {
     "counter": (
-        "Made so that the control learns steadily, as a fine-tuning run far from its plateau does. At the text task's "
-        "learning rate (3e-3) the counter's control flattened after two epochs (its loss fell 10-15% an epoch); at 1e-3 "
-        "it falls 30-60% an epoch for all 10 epochs. Carry chains of 2-4 digits were learnt almost fully by the control "
-        "(exact match 0.88 against 0.99); chains of 3-5 in numbers of 5-8 digits leave it at about 0.77 on one seed."
+        "Made so that the control learns steadily, as a fine-tuning run far from its plateau does (the trigger section "
+        "measures how steadily). At the text task's learning rate the counter's control flattened after two epochs; at a "
+        "third of it the loss keeps falling for the whole run. Shorter carry chains the control learnt almost fully, so "
+        "the hard slice has longer ones in longer numbers, which it learns only partly (the checks below)."
     ),
     "text": (
         "First tried: every sample reverses a string and the hard slice is long strings. The control learnt the short "
@@ -792,7 +792,7 @@ TRIGGER_KEYS = ("start_epoch", "plateau_delta", "patience", "higher_is_better")
 def normalized(settings: dict) -> dict[str, Any]:
     """Recorded MiningSettings, flat, under the YAML's names, whichever shape they were recorded in."""
     out = {}
-    for key, value in _flat(settings).items():
+    for key, value in report_payoff.flat_settings(settings).items():
         key = key.removeprefix("trigger.").replace("guard.", "noise_guard.", 1) if not key.startswith("noise_guard.") else key
         if key in _AGGREGATION_KNOBS:
             key = f"aggregation.{key}"
@@ -871,16 +871,6 @@ def settings_table(report: dict) -> list[str]:
                          str(f["aggregation.history_epochs"])])
     return table(["task", "arm", "trigger", "selector", "guard", "guard window", "progress correction", "hard weight",
                   "aggregation", "history epochs"], rows)
-
-
-def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def ran_with(recorded: dict[str, Any], key: str, today: Any) -> Any:
@@ -1275,7 +1265,7 @@ def sweep_arms(sweep: dict | None) -> list[str]:
 def sweep_change(sweep: dict, arm: str) -> str:
     """What a sweep arm changed against the defaults it ran beside, as keys under ``custom.hard_sample_mining``."""
     ran = sweep["setup"]["arm_settings"]["text"]
-    base, changed = _flat(ran["defaults"]), _flat(ran[arm])
+    base, changed = report_payoff.flat_settings(ran["defaults"]), report_payoff.flat_settings(ran[arm])
     return ", ".join(f"`{k}: {changed[k]}`" for k in changed if changed[k] != base.get(k))
 
 

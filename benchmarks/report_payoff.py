@@ -9,6 +9,7 @@ share of the ``oracle`` arm's gain, beside the spread the order change alone giv
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -53,14 +54,14 @@ def same_runs_note(report: dict, task: str, today: dict | None) -> str | None:
     return _current(report, task, today)[1]
 
 
-def _comparable(settings: dict) -> dict:
-    """Flat settings (``noise_guard.window``: 3), for comparing settings recorded at different commits."""
-    flat = {}
+def flat_settings(settings: dict, prefix: str = "") -> dict[str, Any]:
+    """Recorded settings, flat under dotted keys (``noise_guard.window``: 3)."""
+    flat: dict[str, Any] = {}
     for key, value in settings.items():
         if isinstance(value, dict):
-            flat.update({f"{key}.{k}": v for k, v in _comparable(value).items()})
+            flat.update(flat_settings(value, f"{prefix}{key}."))
         else:
-            flat[key] = value
+            flat[f"{prefix}{key}"] = value
     return flat
 
 
@@ -70,7 +71,7 @@ def same_settings(recorded: dict, today: dict, ignore: tuple[str, ...] = ()) -> 
     it (``shadow: false``, ``noise_guard.rest: all``), or a retired one that became a constant at the
     value it had (``sample_loss.tokens``, ``aggregation.level_decay``) or never applied (the retired
     guard rules' ``noise_guard.min_improvement``)."""
-    a, b = _comparable(recorded), _comparable(today)
+    a, b = flat_settings(recorded), flat_settings(today)
     return all(a[k] == b[k] for k in a.keys() & b.keys() if k not in ignore)
 
 
@@ -180,6 +181,13 @@ def _ratio(x: float | None) -> str:
     return "–" if x is None else f"{x:.2f}x"
 
 
+def _seeds_needed(r: dict) -> str:
+    if r["better"] is None:
+        return f"{SEEDS_GOAL:.0%} of the"
+    of = r["better"][1]
+    return f"{math.ceil(round(SEEDS_GOAL * of, 9))} of {of}"
+
+
 def goal_lines(rows: list[dict]) -> list[str]:
     """Each goal, met or not, in one line."""
     lines = []
@@ -192,7 +200,7 @@ def goal_lines(rows: list[dict]) -> list[str]:
             worst_placebo = (placebo_spread(r["entry"], "all_loss") or (np.nan, np.nan))[1]
             lines.append(
                 f"- {'met' if ok else '**not met**'}: `{task}`, clean labels: at least {SHARE_GOAL:.0%} of the oracle's "
-                f"hard-slice gain ({_share(r['share'])}), better in at least {SEEDS_GOAL * 8:.0f} of 8 seeds "
+                f"hard-slice gain ({_share(r['share'])}), better in at least {_seeds_needed(r)} seeds "
                 f"({_better(r)}), overall loss within the placebo's spread ({_pct(r['overall'])}; the placebo's worst "
                 f"seed: {_pct(worst_placebo)})."
             )

@@ -38,10 +38,9 @@ With every rule:
 * ``insufficient_history``: seen in none of the last ``window`` epochs.
 * ``hard_streak``: hard in each of the last ``max_hard_streak`` plans; it gets
   a rest (a sample the model cannot learn should not hold 3x weight for ever).
-  ``rest`` picks who of them rests: ``all``; ``stalled``, those whose raw loss
-  did not fall from the epoch before; ``half``, those of even ``base_idx + epoch``
-  (the other half the plan after); ``none``, nobody (the schedule still shows
-  every sample, so none starves).
+  Resting only those whose loss stopped falling, a half at a time, or none
+  changed nothing measurable (the ``noise_guard.max_hard_streak`` row of
+  docs/benchmarks.md).
 * ``flagged_earlier`` (with ``flag_for_good``, the default): a sample at or above
   one of its rule's levels in each of the last ``window + 1`` epochs, none of them
   the dataset's first, is excluded for the rest of the run. Why: trained long
@@ -266,9 +265,9 @@ def judge_guard(
             for test in rule.tests:
                 judged = test.level(rows, start_level, early)
                 if judged is not None:
-                    level, counted = judged
+                    level, counted = judged  # one level, or one per sample: either broadcasts over the rows
                     with np.errstate(invalid="ignore"):
-                        unlearnt |= counted & (rows >= (level if np.isscalar(level) else np.asarray(level)[None, :]))
+                        unlearnt |= counted & (rows >= level)
             # Seen in each of those epochs, and unlearnt in each: not one sign of learning.
             flags = earlier | (np.isfinite(rows) & unlearnt).all(0)
     eligible = np.ones(n, bool)

@@ -248,6 +248,7 @@ class HardMining:
         if status == "error":
             raise MiningError(f"mining failed at the end of epoch {epoch} on rank 0: {plan_state}")
         self.mined_epoch = epoch
+        self.selection_mode = metrics.get(SELECTION_MODE, self.selection_mode)
         # Shadow mode: the plan is made, dumped and logged, never handed to the sampler.
         applied = None if self.settings.shadow else plan_state
         self.sampler.plan = None if applied is None else HardSamplePlan.from_state_dict(applied)

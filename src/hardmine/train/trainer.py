@@ -459,7 +459,6 @@ class HardMiningCallback(TrainerCallback):
     def _mine(self, monitored):
         metrics = dict(self.mining.end_epoch(self.mining.sampler.epoch, monitored))
         mode = metrics.pop(SELECTION_MODE, None)
-        self.mining.selection_mode = mode or self.mining.selection_mode
         self.trainer.log(metrics)
         if mode is not None:  # beside the row's metrics: reporters (TensorBoard) take scalars only
             self.trainer.state.log_history[-1][SELECTION_MODE] = mode
